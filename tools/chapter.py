@@ -3,6 +3,7 @@
     python tools/chapter.py library           # write d2l_peft/__init__.py
     python tools/chapter.py execute [NAME..]  # into build/notebooks
     python tools/chapter.py execute --into notebooks [NAME..]   # GPU only
+    python tools/chapter.py refresh NAME..    # new prose, same code
 
 Without a GPU, `execute` runs the reduced mode (D2L_PEFT_SMOKE=1) and says so
 at the top of every notebook it writes. The tests import this file to check
@@ -137,6 +138,23 @@ def execute(path, into, reduced):
     print(f'{out}: executed in {time.time() - start:.0f} s', flush=True)
 
 
+def refresh(path, into):
+    """Carry the prose of a source into its executed notebook, keeping the
+    outputs: allowed only while every code cell is unchanged."""
+    import nbformat
+    out = into / f'{path.stem}.ipynb'
+    executed, nb = nbformat.read(out, as_version=4), notebook(path)
+    code = lambda book: [c for c in book.cells if c.cell_type == 'code']
+    if [c.source for c in code(executed)] != [c.source for c in code(nb)]:
+        sys.exit(f'{path.name}: code changed since {out} was executed; '
+                 'execute it again')
+    for old, new in zip(code(executed), code(nb)):
+        new.outputs, new.execution_count = old.outputs, old.execution_count
+    nb.metadata = executed.metadata
+    nbformat.write(nb, out)
+    print(f'{out}: prose refreshed, outputs kept')
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     sub = parser.add_subparsers(dest='command', required=True)
@@ -144,9 +162,18 @@ def main():
     run = sub.add_parser('execute', help='execute sections into notebooks')
     run.add_argument('names', nargs='*', help='sections (default: all)')
     run.add_argument('--into', default=str(ROOT / 'build' / 'notebooks'))
+    prose = sub.add_parser('refresh', help="copy the sources' prose into "
+                           'executed notebooks whose code is unchanged')
+    prose.add_argument('names', nargs='+', help='sections')
+    prose.add_argument('--into', default=str(ROOT / 'notebooks'))
     args = parser.parse_args()
     LIBRARY.write_text(library_text())
     if args.command == 'library':
+        return
+    if args.command == 'refresh':
+        for path in sections():
+            if path.stem in args.names:
+                refresh(path, Path(args.into))
         return
     import torch
     into = Path(args.into).resolve()
