@@ -125,8 +125,9 @@ def train_classifier(net, train_iter, dev_iter, num_epochs, lr,
     timer, plot_every = d2l.Timer(), max(1, len(train_iter) // 5)
     for epoch in range(num_epochs):
         net.train()
-        # Sums of loss, correct predictions and examples, kept on the device
-        metric = torch.zeros(3, device=device)
+        # Sums of loss and of correct predictions, kept on the device so
+        # that the GPU never waits for Python between steps
+        metric, num_examples = torch.zeros(2, device=device), 0
         timer.start()
         for i, (X, mask, y) in enumerate(train_iter):
             X, mask, y = X.to(device), mask.to(device), y.to(device)
@@ -138,16 +139,15 @@ def train_classifier(net, train_iter, dev_iter, num_epochs, lr,
             optimizer.step()
             scheduler.step()
             metric += torch.stack([l.detach() * len(y),
-                                   (y_hat.argmax(dim=1) == y).sum(),
-                                   torch.tensor(len(y), device=device)])
+                                   (y_hat.argmax(dim=1) == y).sum()])
+            num_examples += len(y)
             if (i + 1) % plot_every == 0 or i + 1 == len(train_iter):
-                train_l, train_acc = (metric[:2] / metric[2]).tolist()
+                train_l, train_acc = (metric / num_examples).tolist()
                 animator.add(epoch + (i + 1) / len(train_iter),
                              (train_l, train_acc, None))
         timer.stop()
         dev_acc = evaluate_accuracy(net, dev_iter, device)
         animator.add(epoch + 1, (None, None, dev_acc))
-    num_examples = metric[2].item()
     result = dict(loss=train_l, train_acc=train_acc, dev_acc=dev_acc,
                   sec_per_epoch=timer.avg(),
                   examples_per_sec=num_examples / timer.avg(),
