@@ -247,3 +247,152 @@ def checkpoint_size(state_dict):
     buffer = io.BytesIO()
     torch.save(state_dict, buffer)
     return buffer.getbuffer().nbytes
+
+# ---- lora.md ----
+
+import hashlib
+import math
+import os
+import re
+import tempfile
+import time
+import torch
+from torch import nn
+from d2l import torch as d2l
+from transformers import BertConfig, BertModel
+
+
+class LoRALinear(nn.Module):
+    """A frozen `nn.Linear` plus a trainable low-rank update: the output is
+    W0 x + b + (alpha / r) B A x, with B of shape (d, r) and A of (r, k)."""
+    def __init__(self, linear, r, alpha, dropout=0.0):
+        super().__init__()
+        d, k = linear.out_features, linear.in_features
+        if not 1 <= r <= min(d, k):
+            raise ValueError(f'rank r={r} is impossible for a {d} x {k} '
+                             f'weight: choose 1 <= r <= {min(d, k)}')
+        self.linear = linear.requires_grad_(False)
+        self.r, self.alpha, self.scale = r, alpha, alpha / r
+        self.A = nn.Parameter(torch.empty(r, k))
+        nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))  # as nn.Linear
+        self.B = nn.Parameter(torch.zeros(d, r))  # so that B A = 0
+        self.dropout = nn.Dropout(dropout)
+        self.merged = False
+
+    def forward(self, X):
+        Y = self.linear(X)
+        if self.merged:
+            return Y
+        return Y + self.scale * (self.dropout(X) @ self.A.T @ self.B.T)
+
+    def delta(self):
+        """The update (alpha / r) B A, a d x k matrix of rank at most r."""
+        return self.scale * self.B @ self.A
+
+    def merge(self):
+        """Add the update into the frozen weight: one matrix, no extra cost."""
+        if self.merged:
+            raise RuntimeError('this LoRA layer is already merged')
+        self.linear.weight.data += self.delta()
+        self.merged = True
+
+    def unmerge(self):
+        """Subtract the update again, e.g. to switch to another task."""
+        if not self.merged:
+            raise RuntimeError('this LoRA layer is not merged')
+        self.linear.weight.data -= self.delta()
+        self.merged = False
+
+
+def linear_layer_names(net):
+    """Names of the nn.Linear layers in `net`."""
+    return [name for name, m in net.named_modules()
+            if isinstance(m, nn.Linear)]
+
+def apply_lora(net, r, alpha, targets=('query', 'value'), dropout=0.0,
+               trainable=('output',)):
+    """Freeze `net`, wrap each nn.Linear whose name ends in one of `targets`
+    in a LoRALinear, and keep the modules named in `trainable` (the
+    classification head) trainable. Returns the names of wrapped layers."""
+    names = [name for name in linear_layer_names(net)
+             if any(name == t or name.endswith('.' + t) for t in targets)]
+    if not names:
+        kinds = sorted({re.sub(r'^.*layer\.\d+\.', '', name)
+                        for name in linear_layer_names(net)})
+        raise ValueError(f'no linear layer matches {targets}; the linear '
+                         f'layers of this model end in: {kinds}')
+    net.requires_grad_(False)
+    for name in names:
+        parent, _, child = name.rpartition('.')
+        module = net.get_submodule(parent)
+        setattr(module, child,
+                LoRALinear(getattr(module, child), r, alpha, dropout))
+    for name in trainable:
+        net.get_submodule(name).requires_grad_(True)
+    return names
+
+
+def frozen_fingerprint(net):
+    """A SHA-256 of the frozen weights: which base model this is."""
+    digest = hashlib.sha256()
+    for p in net.parameters():
+        if not p.requires_grad:
+            digest.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+def save_trained(net, path, config):
+    """Save the trainable parameters of `net`, the `config` that made them,
+    and a fingerprint of the frozen base model."""
+    if any(getattr(m, 'merged', False) for m in net.modules()):
+        raise RuntimeError('unmerge before saving: merged weights are not '
+                           'the base model')
+    torch.save({'config': config, 'base': frozen_fingerprint(net),
+                'state': {name: p.detach().cpu() for name, p in
+                          net.named_parameters() if p.requires_grad}}, path)
+
+def load_trained(net, path, config):
+    """Load parameters saved by `save_trained` into `net`, prepared with
+    `config` on the same base model; clear errors otherwise."""
+    saved = torch.load(path)
+    if saved['config'] != config:
+        raise ValueError(f'{path} was saved with {saved["config"]}, but '
+                         f'this model was prepared with {config}')
+    if saved['base'] != frozen_fingerprint(net):
+        raise ValueError(f'{path} was trained on another base model '
+                         f'(fingerprint {saved["base"]}, this model has '
+                         f'{frozen_fingerprint(net)})')
+    trainable = {name for name, p in net.named_parameters()
+                 if p.requires_grad}
+    if trainable != set(saved['state']):
+        raise ValueError(f'{path} holds other parameters than this model '
+                         'trains')
+    net.load_state_dict(saved['state'], strict=False)
+
+
+def merge_lora(net):
+    """Merge every LoRALinear of `net` and replace it by its nn.Linear."""
+    for name, module in list(net.named_modules()):
+        if isinstance(module, LoRALinear):
+            module.merge()
+            parent, _, child = name.rpartition('.')
+            setattr(net.get_submodule(parent), child, module.linear)
+    return net
+
+
+def measure_latency(net, batch_size, seq_len=64, num_runs=20, device=None):
+    """Median seconds of one inference forward pass on random tokens."""
+    device = device or d2l.try_gpu()
+    net.to(device).eval()
+    X = torch.randint(net.encoder.config.vocab_size, (batch_size, seq_len),
+                      device=device)
+    mask, times = torch.ones_like(X), []
+    with torch.no_grad(), d2lp.autocast(device):
+        for _ in range(num_runs + 5):  # the first 5 runs warm up
+            if device.type == 'cuda':
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            net(X, mask)
+            if device.type == 'cuda':
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - start)
+    return sorted(times[5:])[num_runs // 2]

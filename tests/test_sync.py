@@ -83,7 +83,7 @@ def test_bibliography_parses_and_has_every_citation():
     for key, fields in entries.items():
         assert {'title', 'author', 'year'} <= set(fields), key
     cited = {key for path in chapter.CHAPTER.glob('*.md')
-             for group in re.findall(r':cite:`([^`]+)`', path.read_text())
+             for group in re.findall(r':citet?:`([^`]+)`', path.read_text())
              for key in group.split(',')}
     assert cited and cited <= set(entries), cited - set(entries)
     with pytest.raises(AssertionError):
