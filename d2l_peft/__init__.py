@@ -396,3 +396,56 @@ def measure_latency(net, batch_size, seq_len=64, num_runs=20, device=None):
                 torch.cuda.synchronize(device)
             times.append(time.perf_counter() - start)
     return sorted(times[5:])[num_runs // 2]
+
+# ---- adapters.md ----
+
+import os
+import tempfile
+import torch
+from torch import nn
+from d2l import torch as d2l
+from transformers import BertConfig, BertModel
+
+
+class Adapter(nn.Module):
+    """h + W_up relu(W_down h + b_down) + b_up, starting as the identity."""
+    def __init__(self, num_hiddens, bottleneck):
+        super().__init__()
+        if bottleneck < 1:
+            raise ValueError(f'bottleneck size {bottleneck} must be at '
+                             'least 1')
+        self.down = nn.Linear(num_hiddens, bottleneck)
+        self.up = nn.Linear(bottleneck, num_hiddens)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, H):
+        return H + self.up(torch.relu(self.down(H)))
+
+
+ADAPTER_PLACEMENTS = {'houlsby': ('attention.output.dense', 'output.dense'),
+                      'pfeiffer': ('output.dense',)}
+
+def apply_adapters(net, bottleneck, placement='houlsby',
+                   trainable=('output',)):
+    """Freeze `net` and insert an adapter after each projection that
+    `placement` names in every Transformer layer; keep the adapters, the
+    layer normalizations and the modules named in `trainable` (the
+    classification head) trainable."""
+    if placement not in ADAPTER_PLACEMENTS:
+        raise ValueError(f'unknown placement {placement!r}; choose one of '
+                         f'{sorted(ADAPTER_PLACEMENTS)}')
+    net.requires_grad_(False)
+    for layer in net.encoder.encoder.layer:
+        for name in ADAPTER_PLACEMENTS[placement]:
+            parent, _, child = name.rpartition('.')
+            module = layer.get_submodule(parent)
+            projection = getattr(module, child)
+            setattr(module, child, nn.Sequential(
+                projection, Adapter(projection.out_features, bottleneck)))
+    for module in net.modules():
+        if isinstance(module, nn.LayerNorm):
+            module.requires_grad_(True)
+    for name in trainable:
+        net.get_submodule(name).requires_grad_(True)
+    return net
