@@ -96,3 +96,22 @@ def test_readme_links_every_notebook_to_colab():
         url = (f'https://colab.research.google.com/github/{chapter.GITHUB_REPO}'
                f'/blob/main/notebooks/{section.stem}.ipynb')
         assert url in readme, url
+
+
+def test_refresh_keeps_outputs_and_refuses_changed_code(tmp_path):
+    section = SECTIONS_WITH_CODE[0]
+    committed = ROOT / 'notebooks' / f'{section.stem}.ipynb'
+    (tmp_path / committed.name).write_bytes(committed.read_bytes())
+    source = tmp_path / section.name
+    text = section.read_text()
+    source.write_text(text.replace('## Summary', '## Summary\n\nNew prose.'))
+    chapter.refresh(source, tmp_path)
+    refreshed = nbformat.read(tmp_path / committed.name, as_version=4)
+    assert any('New prose.' in c.source for c in refreshed.cells)
+    outputs = lambda nb: [c.outputs for c in nb.cells
+                          if c.cell_type == 'code']
+    assert outputs(refreshed) == outputs(nbformat.read(committed,
+                                                       as_version=4))
+    source.write_text(text.replace('batch_size = 64', 'batch_size = 32'))
+    with pytest.raises(SystemExit, match='code changed'):
+        chapter.refresh(source, tmp_path)
