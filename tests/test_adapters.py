@@ -1,21 +1,8 @@
 """Adapters from scratch (chapter_finetuning_bert/adapters.md)."""
 import pytest
 import torch
-from transformers import BertConfig, BertModel
-
 import d2l_peft as d2lp
-from test_library import TINY
-
-
-def tiny(seed=0):
-    torch.manual_seed(seed)
-    return d2lp.BERTClassifier(BertModel(BertConfig(**TINY),
-                                         add_pooling_layer=False), 2).eval()
-
-
-def inputs():
-    X = torch.randint(3, 50, (3, 7))
-    return X, torch.ones_like(X)
+from test_library import TINY, inputs, tiny_classifier as tiny
 
 
 def adapters(net):

@@ -58,14 +58,21 @@ def test_batches_cover_every_example_once_with_little_padding():
                        torch.cat([y for *_, y in dev]))
 
 
-def tiny_classifier():
-    torch.manual_seed(0)
+def tiny_classifier(seed=0):
+    """A small random BERT classifier, in evaluation mode."""
+    torch.manual_seed(seed)
     return d2lp.BERTClassifier(BertModel(BertConfig(**TINY),
-                                         add_pooling_layer=False), 2)
+                                         add_pooling_layer=False), 2).eval()
+
+
+def inputs():
+    """Three random sequences of seven tokens, without padding."""
+    X = torch.randint(3, 50, (3, 7))
+    return X, torch.ones_like(X)
 
 
 def test_classifier_ignores_padding():
-    net = tiny_classifier().eval()
+    net = tiny_classifier()
     X = torch.tensor([[1, 5, 6, 2, 0, 0], [1, 5, 6, 7, 8, 2]])
     mask = (X != 0).long()
     both = net(X, mask)

@@ -2,27 +2,18 @@
 import pytest
 import torch
 from torch import nn
-from transformers import BertConfig, BertModel
-
 import d2l_peft as d2lp
-from test_library import TINY
+from test_library import TINY, inputs, tiny_classifier
 
 CONFIG = {'method': 'lora', 'r': 4, 'alpha': 8,
           'targets': ('query', 'value'), 'num_classes': 2}
 
 
 def lora_net(r=4, alpha=8, seed=0, targets=('query', 'value')):
-    torch.manual_seed(seed)
-    net = d2lp.BERTClassifier(BertModel(BertConfig(**TINY),
-                                        add_pooling_layer=False), 2).eval()
+    net = tiny_classifier(seed)
     torch.manual_seed(1)  # the same LoRA initialization for every seed
     d2lp.apply_lora(net, r, alpha, targets)
     return net
-
-
-def inputs():
-    X = torch.randint(3, 50, (3, 7))
-    return X, torch.ones_like(X)
 
 
 def randomize_B(net):
@@ -32,9 +23,7 @@ def randomize_B(net):
 
 
 def test_starts_at_the_pretrained_function_and_counts_match_formula():
-    torch.manual_seed(0)
-    base = d2lp.BERTClassifier(BertModel(BertConfig(**TINY),
-                                         add_pooling_layer=False), 2).eval()
+    base = tiny_classifier()
     X, mask = inputs()
     before = base(X, mask)
     names = d2lp.apply_lora(base, r=4, alpha=8)
@@ -95,9 +84,7 @@ def test_impossible_rank(r):
 
 
 def test_unknown_target_lists_the_layers():
-    torch.manual_seed(0)
-    net = d2lp.BERTClassifier(BertModel(BertConfig(**TINY),
-                                        add_pooling_layer=False), 2)
+    net = tiny_classifier()
     with pytest.raises(ValueError) as e:
         d2lp.apply_lora(net, 4, 8, targets=('qery',))
     assert "'attention.self.query'" in str(e.value)
