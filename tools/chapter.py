@@ -150,9 +150,22 @@ def refresh(path, into):
                  'execute it again')
     for old, new in zip(code(executed), code(nb)):
         new.outputs, new.execution_count = old.outputs, old.execution_count
+    kinds = lambda book: [c.cell_type for c in book.cells]
+    if kinds(executed) == kinds(nb):  # keep cell ids: no churn in diffs
+        for old, new in zip(executed.cells, nb.cells):
+            new.id = old.id
     nb.metadata = executed.metadata
     nbformat.write(nb, out)
     print(f'{out}: prose refreshed, outputs kept')
+
+
+def chosen_sections(names):
+    """The sections named in `names` (all of them if none), in toc order."""
+    paths = [p for p in sections() if not names or p.stem in names]
+    unknown = set(names) - {p.stem for p in paths}
+    if unknown:
+        sys.exit(f'no such sections: {sorted(unknown)}')
+    return paths
 
 
 def main():
@@ -171,9 +184,8 @@ def main():
     if args.command == 'library':
         return
     if args.command == 'refresh':
-        for path in sections():
-            if path.stem in args.names:
-                refresh(path, Path(args.into))
+        for path in chosen_sections(args.names):
+            refresh(path, Path(args.into))
         return
     import torch
     into = Path(args.into).resolve()
@@ -186,11 +198,7 @@ def main():
     # The kernels import d2l_peft from this checkout, installed or not.
     os.environ['PYTHONPATH'] = os.pathsep.join(
         filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))
-    paths = [p for p in sections() if not args.names or p.stem in args.names]
-    unknown = set(args.names) - {p.stem for p in paths}
-    if unknown:
-        sys.exit(f'no such sections: {sorted(unknown)}')
-    for path in paths:
+    for path in chosen_sections(args.names):
         if '```python' in path.read_text():
             execute(path, into, reduced)
 
