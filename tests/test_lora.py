@@ -133,3 +133,30 @@ def test_latency_is_positive_on_cpu():
     t = d2lp.measure_latency(lora_net(), batch_size=2, seq_len=8,
                              num_runs=3, device=torch.device('cpu'))
     assert 0 < t < 1
+
+
+def test_compare_latency_times_every_model_and_restores_them(capsys):
+    nets = {'base': tiny_classifier(), 'LoRA': lora_net()}
+    trainable = {name: [p.requires_grad for p in net.parameters()]
+                 for name, net in nets.items()}
+    ms = d2lp.compare_latency(nets, batch_size=2, seq_len=8, num_rounds=3)
+    assert set(ms) == {'base', 'LoRA'} and all(t > 0 for t in ms.values())
+    assert capsys.readouterr().out.startswith('batch  2: base x1.00, LoRA x')
+    for name, net in nets.items():
+        assert [p.requires_grad for p in net.parameters()] == trainable[name]
+
+
+def test_predict_and_subset_batches(monkeypatch, tmp_path):
+    from test_library import Tokenizer, sentences
+    monkeypatch.setattr(d2lp, 'load_sst2', lambda split: sentences(100))
+    batches = d2lp.subset_batches(Tokenizer(), 30, seed=3)
+    again = d2lp.subset_batches(Tokenizer(), 30, seed=3)
+    assert sorted(batches.tokens) == sorted(again.tokens)
+    assert len(batches.tokens) == 30 and len(batches) == 1
+    all_tokens = Tokenizer()(sentences(100)[0], True, 64)['input_ids']
+    assert all(t in all_tokens for t in batches.tokens)
+    net = tiny_classifier()
+    dev = d2lp.SentenceBatches(*sentences(70), Tokenizer(), 16, 20, False)
+    y_hat = d2lp.predict(net, dev, device=torch.device('cpu'))
+    expected = torch.cat([net(X, mask).argmax(1) for X, mask, _ in dev])
+    assert torch.equal(y_hat, expected) and len(y_hat) == 70
