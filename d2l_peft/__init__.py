@@ -504,3 +504,129 @@ def apply_adapters(net, bottleneck, placement='houlsby',
     for name in trainable:
         net.get_submodule(name).requires_grad_(True)
     return net
+
+# ---- prompts.md ----
+
+import os
+import tempfile
+import torch
+from torch import nn
+from torch.nn import functional as F
+from d2l import torch as d2l
+from transformers import BertConfig, BertModel
+
+
+class SoftPromptEncoder(nn.Module):
+    """A frozen BERT encoder that runs on its input embeddings with `k`
+    trainable vectors inserted after [CLS]; the mask is extended to them."""
+    def __init__(self, encoder, num_tokens, init_ids=None):
+        super().__init__()
+        self.encoder, self.config = encoder, encoder.config
+        max_len = self.config.max_position_embeddings
+        if not 1 <= num_tokens <= max_len - 2:
+            raise ValueError(
+                f'prompt length {num_tokens} is impossible: choose 1 <= k '
+                f'<= {max_len - 2}, so that [CLS], the prompt and at least '
+                f'one more token fit into the {max_len} positions')
+        embeddings = encoder.get_input_embeddings().weight.detach()
+        if init_ids is None:  # random, with the spread of real embeddings
+            P = torch.randn(num_tokens, embeddings.shape[1]) * embeddings.std()
+        elif len(init_ids) != num_tokens:
+            raise ValueError(f'{len(init_ids)} initial token ids for a prompt '
+                             f'of length {num_tokens}')
+        else:
+            P = embeddings[torch.as_tensor(init_ids)].clone()
+        self.prompt = nn.Parameter(P)
+
+    def forward(self, input_ids, attention_mask):
+        (b, n), k = input_ids.shape, len(self.prompt)
+        max_len = self.config.max_position_embeddings
+        if n + k > max_len:
+            raise ValueError(
+                f'{n} tokens and a prompt of {k} exceed the model\'s {max_len} '
+                f'positions: tokenize with max_len <= {max_len - k}')
+        E = self.encoder.get_input_embeddings()(input_ids)
+        E = torch.cat([E[:, :1], self.prompt.expand(b, -1, -1), E[:, 1:]], 1)
+        mask = torch.cat([attention_mask[:, :1], attention_mask.new_ones(b, k),
+                          attention_mask[:, 1:]], 1)
+        return self.encoder(inputs_embeds=E, attention_mask=mask)
+
+def apply_prompt_tuning(net, num_tokens, init_ids=None,
+                        trainable=('output',)):
+    """Freeze `net` and run its encoder with a trainable soft prompt; keep
+    the modules named in `trainable` (the classification head) trainable."""
+    net.requires_grad_(False)
+    net.encoder = SoftPromptEncoder(net.encoder, num_tokens, init_ids)
+    for name in trainable:
+        net.get_submodule(name).requires_grad_(True)
+    return net
+
+
+class PrefixSelfAttention(nn.Module):
+    """A frozen BERT self-attention whose keys and values start with the
+    `prefix` (keys, values) that `PrefixEncoder` sets before each pass."""
+    def __init__(self, attention):
+        super().__init__()
+        self.attention, self.prefix = attention, None
+
+    def forward(self, hidden_states, attention_mask=None, **kwargs):
+        a, (b, n, _) = self.attention, hidden_states.shape
+        def heads(H):  # (b, m, d) -> (b, heads, m, d / heads)
+            return H.view(b, -1, a.num_attention_heads,
+                          a.attention_head_size).transpose(1, 2)
+        P_K, P_V = (P.expand(b, -1, -1) for P in self.prefix)
+        Q = heads(a.query(hidden_states))
+        K = heads(torch.cat([P_K, a.key(hidden_states)], 1))
+        V = heads(torch.cat([P_V, a.value(hidden_states)], 1))
+        if attention_mask is not None:  # shape (b, 1, n or 1, n)
+            visible = attention_mask.new_full(
+                (*attention_mask.shape[:-1], P_K.shape[1]),
+                True if attention_mask.dtype == torch.bool else 0)
+            attention_mask = torch.cat([visible, attention_mask], -1)
+        Y = F.scaled_dot_product_attention(
+            Q, K, V, attn_mask=attention_mask,
+            dropout_p=a.dropout.p if self.training else 0.0)
+        return Y.transpose(1, 2).reshape(b, n, -1), None
+
+
+class PrefixEncoder(nn.Module):
+    """A frozen BERT encoder with `k` trainable keys and values in front of
+    every layer's attention: one (k, 2 L d) matrix, learned directly or,
+    with `reparam_hiddens`, computed by an MLP from a (k, d) matrix."""
+    def __init__(self, encoder, num_tokens, reparam_hiddens=None):
+        super().__init__()
+        if num_tokens < 1:
+            raise ValueError(f'prefix length {num_tokens} is impossible: '
+                             'choose k >= 1')
+        self.encoder, self.config = encoder, encoder.config
+        L, d = self.config.num_hidden_layers, self.config.hidden_size
+        self.shape, self.mlp = (num_tokens, L, 2, d), None
+        if reparam_hiddens is None:
+            self.prefix = nn.Parameter(torch.randn(num_tokens, 2 * L * d))
+        else:
+            self.embedding = nn.Parameter(torch.randn(num_tokens, d))
+            self.mlp = nn.Sequential(
+                nn.Linear(d, reparam_hiddens), nn.Tanh(),
+                nn.Linear(reparam_hiddens, 2 * L * d))
+        for layer in encoder.encoder.layer:
+            layer.attention.self = PrefixSelfAttention(layer.attention.self)
+
+    def prefixes(self):
+        """The keys and values of every layer, shape (L, 2, k, d)."""
+        P = self.prefix if self.mlp is None else self.mlp(self.embedding)
+        return P.view(self.shape).permute(1, 2, 0, 3)
+
+    def forward(self, input_ids, attention_mask):
+        for layer, P in zip(self.encoder.encoder.layer, self.prefixes()):
+            layer.attention.self.prefix = P
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+
+def apply_prefix_tuning(net, num_tokens, reparam_hiddens=None,
+                        trainable=('output',)):
+    """Freeze `net` and give every attention layer of its encoder a
+    trainable prefix; keep the modules named in `trainable` trainable."""
+    net.requires_grad_(False)
+    net.encoder = PrefixEncoder(net.encoder, num_tokens, reparam_hiddens)
+    for name in trainable:
+        net.get_submodule(name).requires_grad_(True)
+    return net
