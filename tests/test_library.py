@@ -165,3 +165,15 @@ def test_show_results(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split() == ['full', '1,234', '0.900', '2.5', '200']
     assert lines[2].split() == ['head', '7', '0.500', '1.0', 'n/a']
+
+
+def test_training_leaves_no_figure_open_and_counts_trainable():
+    from d2l import torch as d2l
+    d2l.plt.close('all')
+    net = tiny_classifier()
+    net.encoder.requires_grad_(False)
+    train = d2lp.SentenceBatches(*sentences(100), Tokenizer(), 32, 16, True)
+    result = d2lp.train_classifier(net, train, train, 1, 1e-2,
+                                   device=torch.device('cpu'))
+    assert result['trainable'] == 16 * 2 + 2
+    assert d2l.plt.get_fignums() == []  # shown once, then closed

@@ -105,7 +105,7 @@ def colab_cell():
 
 REDUCED_NOTE = (
     '**Reduced mode.** This copy ran with `D2L_PEFT_SMOKE=1`, as the tests '
-    'run every notebook: a few hundred sentences, the first two layers of '
+    'run every notebook: a few hundred sentences, the first layer of '
     'the pretrained encoder and one epoch. Its numbers are not the '
     "chapter's; the notebooks in `notebooks/` are the full runs on a GPU.")
 
