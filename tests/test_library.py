@@ -58,10 +58,11 @@ def test_batches_cover_every_example_once_with_little_padding():
                        torch.cat([y for *_, y in dev]))
 
 
-def tiny_classifier(seed=0):
-    """A small random BERT classifier, in evaluation mode."""
+def tiny_classifier(seed=0, **config):
+    """A small random BERT classifier, in evaluation mode; `config`
+    overrides entries of TINY."""
     torch.manual_seed(seed)
-    return d2lp.BERTClassifier(BertModel(BertConfig(**TINY),
+    return d2lp.BERTClassifier(BertModel(BertConfig(**{**TINY, **config}),
                                          add_pooling_layer=False), 2).eval()
 
 

@@ -29,10 +29,7 @@ def prompt_net(k=3, init_ids=None, seed=0):
 
 
 def prefix_net(k=3, reparam_hiddens=None, seed=0, attention='sdpa'):
-    torch.manual_seed(seed)
-    encoder = BertModel(BertConfig(**TINY, attn_implementation=attention),
-                        add_pooling_layer=False)
-    net = d2lp.BERTClassifier(encoder, 2).eval()
+    net = tiny_classifier(seed, attn_implementation=attention)
     torch.manual_seed(1)
     return d2lp.apply_prefix_tuning(net, k, reparam_hiddens).eval()
 
@@ -185,9 +182,7 @@ def test_save_and_load_check_length_and_width(tmp_path):
     with pytest.raises(ValueError, match="'num_tokens': 3.*'num_tokens': 4"):
         d2lp.load_trained(prompt_net(k=4), tmp_path / 'p.pt',
                           dict(CONFIG, num_tokens=4))
-    wider = d2lp.apply_prompt_tuning(d2lp.BERTClassifier(BertModel(
-        BertConfig(**dict(TINY, hidden_size=32)), add_pooling_layer=False),
-        2), 3)
+    wider = d2lp.apply_prompt_tuning(tiny_classifier(hidden_size=32), 3)
     with pytest.raises(ValueError, match=r'encoder.prompt of shape \(3, 16\)'
                                          r'.*needs \(3, 32\).*another size'):
         d2lp.load_trained(wider, tmp_path / 'p.pt', CONFIG)
