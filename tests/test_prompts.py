@@ -188,3 +188,36 @@ def test_save_and_load_check_length_and_width(tmp_path):
         d2lp.load_trained(wider, tmp_path / 'p.pt', CONFIG)
     with pytest.raises(ValueError, match='another base model'):
         d2lp.load_trained(prompt_net(k=3, seed=1), tmp_path / 'p.pt', CONFIG)
+
+
+@pytest.mark.parametrize('make', [prompt_net, prefix_net])
+def test_applying_twice_is_refused(make):
+    net = make()
+    before = {n: p.requires_grad for n, p in net.named_parameters()}
+    encoder = net.encoder
+    for apply in [lambda: d2lp.apply_prompt_tuning(net, 3),
+                  lambda: d2lp.apply_prefix_tuning(net, 3)]:
+        with pytest.raises(ValueError, match='already'):
+            apply()
+    assert net.encoder is encoder
+    assert {n: p.requires_grad for n, p in net.named_parameters()} == before
+
+
+@pytest.mark.parametrize('apply,error', [
+    (lambda net: d2lp.apply_prompt_tuning(net, 3, init_ids=[1, 2, 50]),
+     'initial token ids must be 0 to 49'),
+    (lambda net: d2lp.apply_prompt_tuning(net, 0), 'prompt length 0'),
+    (lambda net: d2lp.apply_prefix_tuning(net, 0), 'prefix length 0'),
+    (lambda net: d2lp.apply_prefix_tuning(net, 3, reparam_hiddens=0),
+     'reparam_hiddens=0'),
+    (lambda net: d2lp.apply_prefix_tuning(net, 3, trainable=('head',)),
+     "no module named \\['head'\\]")])
+def test_bad_arguments_leave_the_model_untouched(apply, error):
+    net = tiny_classifier()
+    attention = [layer.attention.self for layer in net.encoder.encoder.layer]
+    with pytest.raises(ValueError, match=error):
+        apply(net)
+    assert all(p.requires_grad for p in net.parameters())
+    assert [layer.attention.self for layer in
+            net.encoder.encoder.layer] == attention
+    assert not hasattr(net, 'method')

@@ -1,5 +1,6 @@
 """Loaders, the BERT resolver and the reduced mode (d2l_peft/resources.py)."""
 import hashlib
+import json
 import os
 import zipfile
 
@@ -171,3 +172,60 @@ def test_load_bert_reduced_and_full(monkeypatch):
     _, encoder = res.load_bert()
     assert len(encoder.encoder.layer) == 6
     assert tokenizer.tokenize('Hello, world') == ['hello', ',', 'world']
+
+
+@pytest.mark.parametrize('value,reduced', [
+    ('1', True), ('true', True), ('Yes', True), ('on', True),
+    ('', False), ('0', False), ('false', False), ('no', False),
+    ('OFF', False)])
+def test_reduced_mode_reads_the_usual_spellings(monkeypatch, value, reduced):
+    monkeypatch.setenv('D2L_PEFT_SMOKE', value)
+    assert res.reduced_mode() is reduced
+
+
+def test_reduced_mode_refuses_what_it_cannot_read(monkeypatch):
+    monkeypatch.setenv('D2L_PEFT_SMOKE', 'maybe')
+    with pytest.raises(ValueError, match="D2L_PEFT_SMOKE='maybe'"):
+        res.reduced_mode()
+
+
+@pytest.fixture
+def tiny_bert(tmp_path):
+    """A folder with a small random BERT and its WordPiece tokenizer."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+    vocab = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', 'good', 'bad']
+    (tmp_path / 'vocab.txt').write_text('\n'.join(vocab) + '\n')
+    BertTokenizer(str(tmp_path / 'vocab.txt')).save_pretrained(tmp_path)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=8,
+                        num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=16)
+    BertModel(config).save_pretrained(tmp_path)
+    return tmp_path
+
+
+def test_load_bert_loads_a_complete_folder(tiny_bert):
+    tokenizer, encoder = res.load_bert(tiny_bert)
+    assert tokenizer.tokenize('good bad') == ['good', 'bad']
+
+
+def edit_config(folder, **changes):
+    config = json.loads((folder / 'config.json').read_text())
+    (folder / 'config.json').write_text(json.dumps(dict(config, **changes)))
+
+
+@pytest.mark.parametrize('break_it,error', [
+    (lambda f: [(f / n).unlink() for n in ['vocab.txt', 'tokenizer.json']
+                if (f / n).exists()], 'no tokenizer files'),
+    (lambda f: edit_config(f, model_type='gpt2'), "'gpt2' model, not a BERT"),
+    (lambda f: edit_config(f, num_hidden_layers=3),
+     'does not fit its configuration.*missing_keys'),
+    (lambda f: edit_config(f, num_hidden_layers=1),
+     'does not fit its configuration.*unexpected_keys'),
+    (lambda f: os.truncate(f / 'model.safetensors', 100),
+     'model.safetensors is incomplete or corrupted')])
+def test_load_bert_refuses_what_would_be_another_model(tiny_bert, break_it,
+                                                       error, monkeypatch):
+    monkeypatch.setenv('D2L_PEFT_SMOKE', '0')
+    break_it(tiny_bert)
+    with pytest.raises((ValueError, FileNotFoundError), match=error):
+        res.load_bert(tiny_bert)

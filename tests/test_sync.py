@@ -115,3 +115,27 @@ def test_refresh_keeps_outputs_and_refuses_changed_code(tmp_path):
     source.write_text(text.replace('batch_size = 64', 'batch_size = 32'))
     with pytest.raises(SystemExit, match='code changed'):
         chapter.refresh(source, tmp_path)
+
+
+@pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_records_its_gpu_and_time(path):
+    run = nbformat.read(path, as_version=4).metadata['d2l_peft']
+    assert run['gpu'] and run['seconds'] > 0
+
+
+def test_readme_tables_are_up_to_date():
+    assert (ROOT / 'README.md').read_text() == chapter.readme_text(), (
+        'README.md is stale: run python tools/chapter.py readme')
+    results = (ROOT / 'benchmarks' / 'results.md').read_text()
+    assert results.startswith('Measured on') and 'speed-up' in results
+
+
+def test_execute_records_gpu_and_seconds(tmp_path):
+    section = tmp_path / 'tiny.md'
+    section.write_text('# Tiny\n\n```python\nprint(6 * 7)\n```\n')
+    chapter.execute(section, tmp_path / 'out', reduced=True)
+    nb = nbformat.read(tmp_path / 'out' / 'tiny.ipynb', as_version=4)
+    run = nb.metadata['d2l_peft']
+    assert run['gpu'] is None and isinstance(run['seconds'], int)
+    assert nb.cells[0].source == chapter.REDUCED_NOTE
+    assert nb.cells[-1].outputs[0]['text'] == '42\n'

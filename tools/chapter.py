@@ -4,6 +4,7 @@
     python tools/chapter.py execute [NAME..]  # into build/notebooks
     python tools/chapter.py execute --into notebooks [NAME..]   # GPU only
     python tools/chapter.py refresh NAME..    # new prose, same code
+    python tools/chapter.py readme            # README's tables, up to date
 
 Without a GPU, `execute` runs the reduced mode (D2L_PEFT_SMOKE=1) and says so
 at the top of every notebook it writes. The tests import this file to check
@@ -125,17 +126,68 @@ def notebook(path, reduced=False):
 
 
 def execute(path, into, reduced):
+    """Execute a section into `into`; its metadata records the GPU it ran
+    on and the seconds it took."""
     import nbclient
     import nbformat
+    import torch
     nb = notebook(path, reduced)
     into.mkdir(parents=True, exist_ok=True)
     start = time.time()
     nbclient.NotebookClient(nb, kernel_name='python3', timeout=1800,
                             resources={'metadata': {'path': str(into)}}
                             ).execute()
+    seconds = round(time.time() - start)
+    nb.metadata['d2l_peft'] = {
+        'gpu': None if reduced else torch.cuda.get_device_name(),
+        'seconds': seconds}
     out = into / f'{path.stem}.ipynb'
     nbformat.write(nb, out)
-    print(f'{out}: executed in {time.time() - start:.0f} s', flush=True)
+    print(f'{out}: executed in {seconds} s', flush=True)
+
+
+def title(path):
+    """The title of a section: its first heading."""
+    return re.search(r'^# (.+)$', path.read_text(), re.M).group(1)
+
+
+def sections_table():
+    """The README's table of sections, with each notebook's GPU time."""
+    import nbformat
+    rows = ['| Section | Notebook | Executed on | Colab |',
+            '| --- | --- | --- | --- |']
+    for path in sections():
+        if '```python' not in path.read_text():
+            continue
+        name, nb_path = path.stem, ROOT / 'notebooks' / f'{path.stem}.ipynb'
+        run = nbformat.read(nb_path, as_version=4).metadata.get('d2l_peft',
+                                                                {})
+        when = (f"{run['gpu']}, {run['seconds']} s" if run.get('gpu')
+                else 'not recorded')
+        colab = ('[![Open In Colab](https://colab.research.google.com/assets'
+                 '/colab-badge.svg)](https://colab.research.google.com/github'
+                 f'/{GITHUB_REPO}/blob/main/notebooks/{name}.ipynb)')
+        rows.append(f'| [{title(path)}](chapter_finetuning_bert/{name}.md) '
+                    f'| [notebooks/{name}.ipynb](notebooks/{name}.ipynb) | '
+                    f'{when} | {colab} |')
+    return '\n'.join(rows)
+
+
+def readme_text():
+    """README.md with its generated blocks (the table of sections and the
+    benchmark's latest results) up to date."""
+    text = (ROOT / 'README.md').read_text()
+    blocks = {'sections': sections_table(),
+              'benchmark': (ROOT / 'benchmarks' / 'results.md'
+                            ).read_text().strip()}
+    for name, block in blocks.items():
+        pattern = rf'(<!-- {name} -->\n).*?(\n<!-- /{name} -->)'
+        if not re.search(pattern, text, re.S):
+            sys.exit(f'README.md lacks the markers <!-- {name} --> and '
+                     f'<!-- /{name} -->')
+        text = re.sub(pattern, lambda m: m.group(1) + block + m.group(2),
+                      text, flags=re.S)
+    return text
 
 
 def refresh(path, into):
@@ -179,9 +231,14 @@ def main():
                            'executed notebooks whose code is unchanged')
     prose.add_argument('names', nargs='+', help='sections')
     prose.add_argument('--into', default=str(ROOT / 'notebooks'))
+    sub.add_parser('readme', help="update the README's tables of sections "
+                   'and benchmark results')
     args = parser.parse_args()
     LIBRARY.write_text(library_text())
     if args.command == 'library':
+        return
+    if args.command == 'readme':
+        (ROOT / 'README.md').write_text(readme_text())
         return
     if args.command == 'refresh':
         for path in chosen_sections(args.names):
@@ -201,6 +258,8 @@ def main():
     for path in chosen_sections(args.names):
         if '```python' in path.read_text():
             execute(path, into, reduced)
+    if into == (ROOT / 'notebooks').resolve():
+        (ROOT / 'README.md').write_text(readme_text())
 
 
 if __name__ == '__main__':
