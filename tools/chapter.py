@@ -234,7 +234,8 @@ def main():
     sub.add_parser('readme', help="update the README's tables of sections "
                    'and benchmark results')
     args = parser.parse_args()
-    LIBRARY.write_text(library_text())
+    if LIBRARY.read_text() != library_text():  # no rewrite while in use
+        LIBRARY.write_text(library_text())
     if args.command == 'library':
         return
     if args.command == 'readme':
