@@ -251,13 +251,10 @@ def measure_training_memory(net, batch_size, seq_len, device=None,
     if device.type != 'cuda':
         print('no GPU: memory is measured only on a GPU')
         return None
-    net.cpu()
+    net.cpu().zero_grad(set_to_none=True)  # no gradients of an earlier run
     torch.cuda.empty_cache()
     before = torch.cuda.memory_allocated(device)
     used = lambda: torch.cuda.memory_allocated(device) - before
-    net.to(device)
-    split = {'weights': used()}
-    optimizer = adamw(net, 1e-5, 0.01, device)
     X = torch.randint(1000, net.encoder.config.vocab_size,
                       (batch_size, seq_len), device=device)
     mask, y = torch.ones_like(X), torch.randint(0, 2, (batch_size,),
@@ -267,24 +264,30 @@ def measure_training_memory(net, batch_size, seq_len, device=None,
             y_hat = net(X, mask)
         measure()
         nn.functional.cross_entropy(y_hat.float(), y).backward()
-    net.train()
-    forward_backward()
-    split['gradients'] = used() - split['weights']
-    optimizer.step()
-    split['AdamW moments'] = used() - sum(split.values())
-    torch.cuda.reset_peak_memory_stats(device)
-    held = used()
-    forward_backward(lambda: split.update(activations=used() - held))
-    split['peak'] = torch.cuda.max_memory_allocated(device) - before
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(num_steps):
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=False)
+    try:
+        net.to(device).train()
+        split = {'weights': used()}
+        optimizer = adamw(net, 1e-5, 0.01, device)
         forward_backward()
-    torch.cuda.synchronize()
-    split['sec_per_step'] = (time.perf_counter() - start) / num_steps
-    net.cpu()
+        split['gradients'] = used() - split['weights']
+        optimizer.step()
+        split['AdamW moments'] = used() - sum(split.values())
+        torch.cuda.reset_peak_memory_stats(device)
+        held = used()
+        forward_backward(lambda: split.update(activations=used() - held))
+        split['peak'] = torch.cuda.max_memory_allocated(device) - before
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(num_steps):
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=False)
+            forward_backward()
+        torch.cuda.synchronize()
+        split['sec_per_step'] = (time.perf_counter() - start) / num_steps
+    except torch.cuda.OutOfMemoryError:
+        print(f'{batch_size} sequences of {seq_len} tokens do not fit')
+        split = None
+    net.cpu().zero_grad(set_to_none=True)
     return split
 
 
@@ -434,25 +437,27 @@ def subset_batches(tokenizer, num_sentences, seed=0):
 
 def frozen_fingerprint(net, num_samples=16):
     """A few weights at fixed random positions of every frozen tensor of
-    `net`, and its root mean square: which base model this is."""
-    fingerprint = {}
+    `net`, and its root mean square, computed on the CPU: which base model
+    this is."""
+    names, rows = [], []
     for name, p in net.named_parameters():
         if not p.requires_grad:
-            w = p.detach().flatten()
+            w = p.detach().flatten().float().cpu()
             i = torch.randint(len(w), (num_samples,),
                               generator=torch.Generator().manual_seed(0))
-            rms = w.float().square().mean().sqrt()
-            fingerprint[name] = torch.cat([w[i.to(w.device)].float(),
-                                           rms[None]]).cpu()
-    return fingerprint
+            names.append(name)
+            rows.append(torch.cat([w[i], w.square().mean().sqrt()[None]]))
+    return {'names': names, 'values': torch.stack(rows)}
 
 def base_differences(fingerprint, other, rtol=0.05):
     """Names of the frozen tensors on which two fingerprints differ by more
     than `rtol` times the tensor's root mean square."""
-    if fingerprint.keys() != other.keys():
-        return sorted(fingerprint.keys() ^ other.keys())
-    return [name for name, f in fingerprint.items()
-            if ((f - other[name]).abs() > rtol * f[-1]).any()]
+    if fingerprint['names'] != other['names']:
+        return (sorted(set(fingerprint['names']) ^ set(other['names']))
+                or ['the order of the frozen tensors'])
+    A, B = fingerprint['values'], other['values']
+    far = ((A - B).abs() > rtol * A[:, -1:]).any(dim=1)
+    return [name for name, f in zip(fingerprint['names'], far) if f]
 
 def check_unmerged(net, action):
     """A clear error for saving or loading a merged model."""
