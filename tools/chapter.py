@@ -181,12 +181,12 @@ def readme_text():
               'benchmark': (ROOT / 'benchmarks' / 'results.md'
                             ).read_text().strip()}
     for name, block in blocks.items():
-        pattern = rf'(<!-- {name} -->\n).*?(\n<!-- /{name} -->)'
+        pattern = rf'(<!-- {name} -->\n).*?(<!-- /{name} -->)'
         if not re.search(pattern, text, re.S):
             sys.exit(f'README.md lacks the markers <!-- {name} --> and '
                      f'<!-- /{name} -->')
-        text = re.sub(pattern, lambda m: m.group(1) + block + m.group(2),
-                      text, flags=re.S)
+        text = re.sub(pattern, lambda m: m.group(1) + block + '\n' +
+                      m.group(2), text, flags=re.S)
     return text
 
 
