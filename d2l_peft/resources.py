@@ -57,11 +57,12 @@ SMOKE_VALUES = {'1': True, 'true': True, 'yes': True, 'on': True,
 def reduced_mode():
     """True when D2L_PEFT_SMOKE asks for the reduced mode used by tests."""
     value = os.environ.get('D2L_PEFT_SMOKE', '')
-    if value.strip().lower() not in SMOKE_VALUES:
+    key = value.strip().lower()
+    if key not in SMOKE_VALUES:
         raise ValueError(
             f'D2L_PEFT_SMOKE={value!r} is neither on (1, true, yes, on) nor '
             'off (0, false, no, off, or unset): set one of these.')
-    return SMOKE_VALUES[value.strip().lower()]
+    return SMOKE_VALUES[key]
 
 
 def epochs_to_run(num_epochs):

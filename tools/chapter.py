@@ -234,8 +234,9 @@ def main():
     sub.add_parser('readme', help="update the README's tables of sections "
                    'and benchmark results')
     args = parser.parse_args()
-    if LIBRARY.read_text() != library_text():  # no rewrite while in use
-        LIBRARY.write_text(library_text())
+    text = library_text()
+    if LIBRARY.read_text() != text:  # no rewrite while kernels import it
+        LIBRARY.write_text(text)
     if args.command == 'library':
         return
     if args.command == 'readme':
