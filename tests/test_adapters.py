@@ -2,7 +2,7 @@
 import pytest
 import torch
 import d2l_peft as d2lp
-from test_library import TINY, inputs, tiny_classifier as tiny
+from test_library import TINY, inputs, requires_grad, tiny_classifier as tiny
 
 
 def adapters(net):
@@ -86,11 +86,11 @@ def test_impossible_bottleneck_leaves_the_model_untouched():
 
 def test_applying_twice_is_refused():
     net = d2lp.apply_adapters(tiny(), 3)
-    before = {n: p.requires_grad for n, p in net.named_parameters()}
+    before = requires_grad(net)
     for apply in [lambda: d2lp.apply_adapters(net, 3, 'feed-forward'),
                   lambda: d2lp.apply_lora(net, 2, 4)]:
         with pytest.raises(ValueError, match='prepared for adapters '
                                              r'\(houlsby\) already'):
             apply()
-    assert {n: p.requires_grad for n, p in net.named_parameters()} == before
+    assert requires_grad(net) == before
     assert len(adapters(net)) == 2 * TINY['num_hidden_layers']

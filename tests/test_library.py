@@ -20,9 +20,9 @@ class Tokenizer:
         if not padding:
             return {'input_ids': ids}
         n = max(map(len, ids))
-        return {'input_ids': torch.tensor([x + [0] * (n - len(x))
-                                           for x in ids]),
-                'attention_mask': torch.tensor([[1] * len(x) + [0] * (n - len(x))
+        pad = lambda x, value: x + [value] * (n - len(x))
+        return {'input_ids': torch.tensor([pad(x, 0) for x in ids]),
+                'attention_mask': torch.tensor([pad([1] * len(x), 0)
                                                 for x in ids])}
 
 
@@ -71,6 +71,11 @@ def tiny_classifier(seed=0, **config):
     torch.manual_seed(seed)
     return d2lp.BERTClassifier(BertModel(BertConfig(**{**TINY, **config}),
                                          add_pooling_layer=False), 2).eval()
+
+
+def requires_grad(net):
+    """Which parameters of `net` train, by name."""
+    return {n: p.requires_grad for n, p in net.named_parameters()}
 
 
 def inputs():

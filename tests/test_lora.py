@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 import d2l_peft as d2lp
-from test_library import TINY, inputs, tiny_classifier
+from test_library import TINY, inputs, requires_grad, tiny_classifier
 
 CONFIG = {'method': 'lora', 'r': 4, 'alpha': 8,
           'targets': ('query', 'value'), 'num_classes': 2}
@@ -189,10 +189,6 @@ def test_load_refuses_a_file_not_from_save_trained(tmp_path):
     torch.save({'weights': torch.zeros(2)}, tmp_path / 'other.pt')
     with pytest.raises(ValueError, match='not written by save_trained'):
         d2lp.load_trained(lora_net(), tmp_path / 'other.pt', CONFIG)
-
-
-def requires_grad(net):
-    return {n: p.requires_grad for n, p in net.named_parameters()}
 
 
 @pytest.mark.parametrize('kwargs,error', [

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 import d2l_peft as d2lp
-from test_library import TINY, tiny_classifier
+from test_library import TINY, requires_grad, tiny_classifier
 
 L, d = TINY['num_hidden_layers'], TINY['hidden_size']
 CONFIG = {'method': 'prompt tuning', 'num_tokens': 3, 'num_classes': 2}
@@ -193,14 +193,14 @@ def test_save_and_load_check_length_and_width(tmp_path):
 @pytest.mark.parametrize('make', [prompt_net, prefix_net])
 def test_applying_twice_is_refused(make):
     net = make()
-    before = {n: p.requires_grad for n, p in net.named_parameters()}
+    before = requires_grad(net)
     encoder = net.encoder
     for apply in [lambda: d2lp.apply_prompt_tuning(net, 3),
                   lambda: d2lp.apply_prefix_tuning(net, 3)]:
         with pytest.raises(ValueError, match='already'):
             apply()
     assert net.encoder is encoder
-    assert {n: p.requires_grad for n, p in net.named_parameters()} == before
+    assert requires_grad(net) == before
 
 
 @pytest.mark.parametrize('apply,error', [
