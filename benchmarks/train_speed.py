@@ -69,7 +69,8 @@ def chapter_epoch(net, train_iter, dev_iter, lr):
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()) as printed:
         result = d2lp.train_classifier(net, train_iter, dev_iter, 1, lr)
-    print('  train_classifier:', printed.getvalue().splitlines()[0])
+    print('  train_classifier:', next(line for line in printed.getvalue()
+                                      .splitlines() if 'examples/sec' in line))
     return result['sec_per_epoch'], time.perf_counter() - start
 
 

@@ -61,7 +61,8 @@ class SentenceBatches:
         start = 0
         for batch in batches:
             i = self.order[start:start + len(batch)]
-            n_tokens = max(self.lengths[j] for j in batch)
+            longest = max(self.lengths[j] for j in batch)
+            n_tokens = min(8 * math.ceil(longest / 8), self.X.shape[1])
             yield self.X[i, :n_tokens], self.mask[i, :n_tokens], self.labels[i]
             start += len(batch)
 
@@ -117,10 +118,13 @@ def grad_scaler(device):
         device.type, enabled=mixed_precision(device) == torch.float16)
 
 def adamw(net, lr, weight_decay, device):
-    """AdamW over the trainable parameters of `net`, fused on a GPU."""
+    """AdamW over the trainable parameters of `net`; on a GPU fused and
+    capturable (its learning rate a tensor there), for `CUDAGraphs`."""
+    on_gpu = device.type == 'cuda'
     return torch.optim.AdamW(
-        [p for p in net.parameters() if p.requires_grad], lr=lr,
-        weight_decay=weight_decay, fused=device.type == 'cuda')
+        [p for p in net.parameters() if p.requires_grad],
+        lr=torch.tensor(lr, device=device) if on_gpu else lr,
+        weight_decay=weight_decay, fused=on_gpu, capturable=on_gpu)
 
 
 def train_batch(net, X, mask, y, loss, optimizer, scaler):
@@ -146,8 +150,39 @@ def evaluate_accuracy(net, data_iter, device):
     return correct.item() / len(data_iter.labels)
 
 
+class CUDAGraphs:
+    """Runs `step(*batch)`, a training step that reads nothing back to the
+    CPU, by replaying one CUDA graph per shape of `batch`."""
+    def __init__(self, step):
+        self.step, self.graphs = step, {}
+        self.stream = torch.cuda.Stream()
+        self.pool = torch.cuda.graph_pool_handle()  # memory shared by all
+
+    def __call__(self, *batch):
+        shapes = tuple(t.shape for t in batch)
+        if shapes not in self.graphs:
+            return self.record(shapes, batch)
+        graph, inputs, outputs = self.graphs[shapes]
+        for static, t in zip(inputs, batch):
+            static.copy_(t)
+        graph.replay()
+        return outputs  # overwritten by the next replay
+
+    def record(self, shapes, batch):
+        """Take a normal step on `batch`, then record one for its shape."""
+        self.stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.stream):
+            outputs = self.step(*batch)
+            inputs, graph = [t.clone() for t in batch], torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
+                self.graphs[shapes] = graph, inputs, self.step(*inputs)
+        torch.cuda.current_stream().wait_stream(self.stream)
+        return outputs
+
+
 def train_classifier(net, train_iter, dev_iter, num_epochs, lr,
-                     weight_decay=0.01, warmup=0.1, device=None):
+                     weight_decay=0.01, warmup=0.1, device=None,
+                     cuda_graphs=True):
     """Train `net`'s trainable parameters with AdamW, linear warm-up and
     decay; return the final metrics, the number of trainable parameters,
     seconds per epoch and the peak memory of this run."""
@@ -168,6 +203,10 @@ def train_classifier(net, train_iter, dev_iter, num_epochs, lr,
         (step + 1) / (num_warmup + 1) if step < num_warmup
         else (num_steps - step) / (num_steps - num_warmup)))
     scaler, loss = grad_scaler(device), nn.CrossEntropyLoss()
+    step = lambda X, mask, y: train_batch(net, X, mask, y, loss, optimizer,
+                                          scaler)
+    if cuda_graphs and device.type == 'cuda' and not scaler.is_enabled():
+        step = CUDAGraphs(step)
     animator = d2l.Animator(xlabel='epoch', xlim=[0, num_epochs],
                             ylim=[0, 1], legend=['train loss', 'train acc',
                                                  'dev acc'])
@@ -177,7 +216,7 @@ def train_classifier(net, train_iter, dev_iter, num_epochs, lr,
         metric, num_examples = torch.zeros(2, device=device), 0
         timer.start()
         for i, (X, mask, y) in enumerate(train_iter):
-            metric += train_batch(net, X, mask, y, loss, optimizer, scaler)
+            metric += step(X, mask, y)
             scheduler.step()
             num_examples += len(y)
             if (i + 1) % plot_every == 0 and i + 1 < len(train_iter):
@@ -190,6 +229,7 @@ def train_classifier(net, train_iter, dev_iter, num_epochs, lr,
         timer.stop()
         dev_acc = evaluate_accuracy(net, dev_iter, device)
         animator.add(epoch + 1, (train_l, train_acc, dev_acc))
+    optimizer.zero_grad()  # frees the gradients, kept in the graphs' memory
     sec_per_epoch = timer.sum() / num_epochs
     result = dict(loss=train_l, train_acc=train_acc, dev_acc=dev_acc,
                   trainable=count_parameters(net)[0],
