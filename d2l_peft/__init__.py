@@ -9,15 +9,12 @@ d2lp = sys.modules[__name__]
 
 # ---- full-finetuning.md ----
 
-import io
+import functools
 import math
-import re
-import time
 import torch
 from torch import nn
 from d2l import torch as d2l
 from IPython import display
-from transformers import BertConfig, BertModel
 
 
 class SentenceBatches:
@@ -95,6 +92,12 @@ def count_parameters(net):
     params = list(net.parameters())
     return (sum(p.numel() for p in params if p.requires_grad),
             sum(p.numel() for p in params))
+
+def pretrained_classifier(num_classes=2, seed=0):
+    """A classifier on a fresh copy of the pretrained encoder, with the
+    output layer that `seed` draws."""
+    torch.manual_seed(seed)
+    return BERTClassifier(d2lp.load_bert()[1], num_classes)
 
 
 def mixed_precision(device, capability=None):
@@ -257,6 +260,17 @@ def show_results(results):
         print(f'{name:<24}{r["trainable"]:>12,}{r["dev_acc"]:>9.3f}'
               f'{r["sec_per_epoch"]:>9.1f}{peak}')
 
+# ---- finetuning-costs.md ----
+
+import io
+import math
+import re
+import time
+import torch
+from torch import nn
+from d2l import torch as d2l
+from transformers import BertConfig, BertModel
+
 
 def component_of(name):
     """The component of a BERT classifier that parameter `name` is in."""
@@ -300,14 +314,14 @@ def measure_training_memory(net, batch_size, seq_len, device=None,
     mask, y = torch.ones_like(X), torch.randint(0, 2, (batch_size,),
                                                device=device)
     def forward_backward(measure=lambda: None):
-        with autocast(device):
+        with d2lp.autocast(device):
             y_hat = net(X, mask)
         measure()
         nn.functional.cross_entropy(y_hat.float(), y).backward()
     try:
         net.to(device).train()
         split = {'weights': used()}
-        optimizer = adamw(net, 1e-5, 0.01, device)
+        optimizer = d2lp.adamw(net, 1e-5, 0.01, device)
         forward_backward()
         split['gradients'] = used() - split['weights']
         optimizer.step()
@@ -340,10 +354,7 @@ def checkpoint_size(state_dict):
 # ---- lora.md ----
 
 import math
-import os
 import re
-import tempfile
-import time
 import torch
 from torch import nn
 from d2l import torch as d2l
@@ -461,6 +472,13 @@ def apply_lora(net, r, alpha, targets=('query', 'value'), dropout=0.0,
     return names
 
 
+def lora_classifier(r, alpha, targets=('query', 'value')):
+    """A fresh pretrained classifier with LoRA on `targets`."""
+    net = d2lp.pretrained_classifier()
+    apply_lora(net, r, alpha, targets)
+    return net
+
+
 def subset_batches(tokenizer, num_sentences, seed=0):
     """Shuffled minibatches (64 sentences of at most 64 tokens) of a random
     subset of SST-2's training set, for quick sweeps."""
@@ -473,6 +491,16 @@ def subset_batches(tokenizer, num_sentences, seed=0):
     return d2lp.SentenceBatches(
         [sentences[i] for i in subset], [labels[i] for i in subset],
         tokenizer, batch_size=64, max_len=64, shuffle=True)
+
+# ---- lora-serving.md ----
+
+import os
+import re
+import tempfile
+import time
+import torch
+from d2l import torch as d2l
+from transformers import BertConfig, BertModel
 
 
 def frozen_fingerprint(net, num_samples=16):
@@ -562,7 +590,7 @@ def predict(net, data_iter, device=None):
 def merge_lora(net):
     """Merge every LoRALinear of `net` and replace it by its nn.Linear."""
     for name, module in list(net.named_modules()):
-        if isinstance(module, LoRALinear):
+        if isinstance(module, d2lp.LoRALinear):
             module.merge()
             parent, _, child = name.rpartition('.')
             setattr(net.get_submodule(parent), child, module.linear)

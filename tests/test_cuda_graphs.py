@@ -1,6 +1,7 @@
 """CUDA graphs replay the same training steps as eager execution (GPU only:
 skipped on a machine without one)."""
 import functools
+import math
 
 import pytest
 import torch
@@ -74,3 +75,21 @@ def test_train_classifier_replays_graphs_on_a_gpu(monkeypatch):
     result = d2lp.train_classifier(tiny_classifier(), data, dev, 3, 1e-2)
     assert result['peak_memory'] > 0 and recorded
     assert len(recorded) == len(set(recorded))  # one graph per shape
+
+
+def test_float16_trains_step_by_step_with_a_gradient_scaler(monkeypatch):
+    """What a T4 or V100 runs (capability 7.x): float16 autocast, the
+    scaler on and no graphs."""
+    monkeypatch.setenv('D2L_PEFT_SMOKE', '0')
+    monkeypatch.setattr(torch.cuda, 'get_device_capability',
+                        lambda device=None: (7, 5))
+    assert d2lp.mixed_precision(torch.device('cuda')) == torch.float16
+    assert d2lp.grad_scaler(torch.device('cuda')).is_enabled()
+    def record(*args):
+        raise AssertionError('a step with a gradient scaler was recorded')
+    monkeypatch.setattr(d2lp.CUDAGraphs, 'record', record)
+    data = d2lp.SentenceBatches(*sentences(96), Tokenizer(), 32, 16, True)
+    dev = d2lp.SentenceBatches(*sentences(64, seed=1), Tokenizer(), 32, 16,
+                               False)
+    result = d2lp.train_classifier(tiny_classifier(), data, dev, 3, 1e-2)
+    assert math.isfinite(result['loss']) and result['peak_memory'] > 0
