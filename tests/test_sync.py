@@ -50,7 +50,8 @@ def test_notebook_matches_its_source(section):
     assert not [o for c in code for o in c.outputs
                 if o.output_type == 'error']
     assert chapter.REDUCED_NOTE not in json.dumps(committed)
-    assert 'on cuda' in json.dumps(committed)
+    assert committed.metadata['d2l_peft']['gpu']
+    assert 'on cpu' not in json.dumps(committed)
 
 
 def test_reduced_notebook_says_so():
