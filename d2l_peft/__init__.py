@@ -9,7 +9,6 @@ d2lp = sys.modules[__name__]
 
 # ---- full-finetuning.md ----
 
-import functools
 import math
 import torch
 from torch import nn
@@ -262,6 +261,7 @@ def show_results(results):
 
 # ---- finetuning-costs.md ----
 
+import functools
 import io
 import math
 import re
@@ -693,13 +693,12 @@ def apply_adapters(net, bottleneck, placement='houlsby',
         setattr(module, child, nn.Sequential(getattr(module, child), adapter))
     return net
 
-# ---- prompts.md ----
+# ---- prompt-tuning.md ----
 
 import os
 import tempfile
 import torch
 from torch import nn
-from torch.nn import functional as F
 from d2l import torch as d2l
 from transformers import BertConfig, BertModel
 
@@ -752,6 +751,36 @@ def apply_prompt_tuning(net, num_tokens, init_ids=None,
     d2lp.prepare(net, 'prompt tuning', trainable)
     net.encoder = encoder
     return net
+
+
+def padded_vs_one_by_one(net, X, mask):
+    """Largest difference between the logits of a padded batch and those
+    of its sentences fed one at a time, without padding."""
+    net.eval()
+    with torch.no_grad():
+        one_by_one = torch.cat([net(X[i:i + 1, :m.sum()], m[None, :m.sum()])
+                                for i, m in enumerate(mask)])
+        return (net(X, mask) - one_by_one).abs().max().item()
+
+
+def prompt_classifier(num_tokens, init_ids=None):
+    """A fresh pretrained classifier with prompt tuning."""
+    return apply_prompt_tuning(d2lp.pretrained_classifier(), num_tokens,
+                               init_ids)
+
+
+def frozen_unchanged(net, fingerprint):
+    """Whether the frozen weights of `net` equal their `fingerprint`."""
+    return not d2lp.base_differences(fingerprint,
+                                     d2lp.frozen_fingerprint(net), rtol=0)
+
+# ---- prefix-tuning.md ----
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from d2l import torch as d2l
+from transformers import BertConfig, BertModel
 
 
 class PrefixSelfAttention(nn.Module):
@@ -830,3 +859,94 @@ def apply_prefix_tuning(net, num_tokens, reparam_hiddens=None,
     d2lp.prepare(net, 'prefix tuning', trainable)
     net.encoder = PrefixEncoder(net.encoder, num_tokens, reparam_hiddens)
     return net
+
+# ---- peft.md ----
+
+import copy
+import os
+import tempfile
+import time
+import torch
+from torch import nn
+from d2l import torch as d2l
+from peft import (IA3Config, LoraConfig, PeftModel, PrefixTuningConfig,
+                  PromptTuningConfig, TaskType, get_peft_model)
+
+
+def peft_classifier(config, num_classes=2, seed=0):
+    """Our classifier on a fresh pretrained encoder wrapped by PEFT."""
+    torch.manual_seed(seed)
+    return d2lp.BERTClassifier(get_peft_model(d2lp.load_bert()[1], config),
+                               num_classes)
+
+
+def encoder_fingerprint(encoder):
+    """The fingerprint (see `frozen_fingerprint`) of the weights of a plain
+    pretrained encoder: which base model it is."""
+    return d2lp.frozen_fingerprint(copy.deepcopy(encoder).requires_grad_(
+        False))
+
+def save_adapter(net, path, base):
+    """Save the PEFT adapter of `net`'s encoder, its head, and the
+    fingerprint `base` of the encoder it was trained on, into `path`."""
+    net.encoder.save_pretrained(path)
+    torch.save({'head': net.output.state_dict(), 'base': base,
+                'num_classes': net.output.out_features},
+               os.path.join(path, 'task.pt'))
+
+def load_task(path, base, num_classes=None):
+    """The head and facts that `save_adapter` wrote, checked against the
+    fingerprint `base` of the encoder it is to be loaded onto (and the
+    number of classes, if given)."""
+    file = os.path.join(path, 'task.pt')
+    if not os.path.exists(file):
+        raise ValueError(f'{path} holds no task.pt: save with save_adapter')
+    task = torch.load(file)
+    if num_classes is not None and task['num_classes'] != num_classes:
+        raise ValueError(f'the adapter at {path} has a head of '
+                         f'{task["num_classes"]} classes, not {num_classes}')
+    differ = d2lp.base_differences(task['base'], base)
+    if differ:
+        raise ValueError(f'the adapter at {path} was trained on another '
+                         f'base model: {len(differ)} weights differ, such as '
+                         f'{differ[0]}')
+    return task
+
+def load_adapter(path, encoder, num_classes=None):
+    """A classifier on the plain pretrained `encoder` with the adapter and
+    head at `path`, once checked that they were trained on it."""
+    task = load_task(path, encoder_fingerprint(encoder), num_classes)
+    net = d2lp.BERTClassifier(PeftModel.from_pretrained(encoder, path),
+                              task['num_classes'])
+    net.output.load_state_dict(task['head'])
+    return net
+
+
+class MultiTaskClassifier(nn.Module):
+    """One pretrained encoder with a PEFT adapter and a head per task;
+    `set_task` chooses which adapter runs and which head reads."""
+    def __init__(self, encoder):
+        super().__init__()
+        self.base = encoder_fingerprint(encoder)  # before PEFT wraps it
+        self.encoder, self.heads, self.task = encoder, nn.ModuleDict(), None
+
+    def add_task(self, name, path):
+        """Load the adapter and head that `save_adapter` wrote to `path`."""
+        task = load_task(path, self.base)  # checks before any change
+        if self.heads:
+            self.encoder.load_adapter(path, adapter_name=name)
+        else:
+            self.encoder = PeftModel.from_pretrained(self.encoder, path,
+                                                     adapter_name=name)
+        head = nn.Linear(*task['head']['weight'].shape[::-1])
+        head.load_state_dict(task['head'])
+        self.heads[name] = head.to(next(self.encoder.parameters()).device)
+        self.set_task(name)
+
+    def set_task(self, name):
+        self.encoder.set_adapter(name)
+        self.task = name
+
+    def forward(self, X, mask):
+        H = self.encoder(input_ids=X, attention_mask=mask).last_hidden_state
+        return self.heads[self.task](H[:, 0])

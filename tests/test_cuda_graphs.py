@@ -18,7 +18,9 @@ def without_dropout(net):
     for module in net.modules():
         if isinstance(module, nn.Dropout):
             module.p = 0.0
-    net.encoder.config.attention_probs_dropout_prob = 0.0
+    config = getattr(net.encoder, 'config', None)
+    if config is not None:
+        config.attention_probs_dropout_prob = 0.0
     return net
 
 
@@ -40,12 +42,33 @@ def trained(make_net, graphs, num_passes=3):
     return losses, [p.detach().cpu() for p in net.parameters()]
 
 
+def peft_config(method):
+    from peft import (IA3Config, LoraConfig, PrefixTuningConfig,
+                      PromptTuningConfig, TaskType)
+    feed_forward = r'.*layer\.\d+\.output\.dense'
+    return {'peft lora': LoraConfig(r=4, lora_alpha=8,
+                                    target_modules=['query', 'value']),
+            'peft prompt': PromptTuningConfig(
+                task_type=TaskType.FEATURE_EXTRACTION, num_virtual_tokens=3),
+            'peft prefix': PrefixTuningConfig(
+                task_type=TaskType.FEATURE_EXTRACTION, num_virtual_tokens=3),
+            'peft ia3': IA3Config(
+                target_modules=r'.*\.(key|value)|' + feed_forward,
+                feedforward_modules=feed_forward)}[method]
+
+
 @pytest.mark.parametrize('method', ['full', 'lora', 'adapters', 'prompt',
-                                    'prefix'])
+                                    'prefix', 'peft lora', 'peft prompt',
+                                    'peft prefix', 'peft ia3'])
 def test_replayed_steps_train_as_eager_steps_do(method):
     def make_net():
         net = tiny_classifier().train()
-        if method == 'lora':
+        if method.startswith('peft'):
+            from peft import get_peft_model
+            torch.manual_seed(2)
+            net = d2lp.BERTClassifier(
+                get_peft_model(net.encoder, peft_config(method)), 2)
+        elif method == 'lora':
             d2lp.apply_lora(net, 4, 8)
         elif method == 'adapters':
             d2lp.apply_adapters(net, 4)
