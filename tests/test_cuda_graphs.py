@@ -43,23 +43,19 @@ def trained(make_net, graphs, num_passes=3):
 
 
 def peft_config(method):
-    from peft import (IA3Config, LoraConfig, PrefixTuningConfig,
-                      PromptTuningConfig, TaskType)
+    from peft import IA3Config, LoraConfig
     feed_forward = r'.*layer\.\d+\.output\.dense'
+    # PEFT's prompt and prefix tuning copy from the CPU in every forward
+    # pass, which cannot be recorded: they train with cuda_graphs=False.
     return {'peft lora': LoraConfig(r=4, lora_alpha=8,
                                     target_modules=['query', 'value']),
-            'peft prompt': PromptTuningConfig(
-                task_type=TaskType.FEATURE_EXTRACTION, num_virtual_tokens=3),
-            'peft prefix': PrefixTuningConfig(
-                task_type=TaskType.FEATURE_EXTRACTION, num_virtual_tokens=3),
             'peft ia3': IA3Config(
                 target_modules=r'.*\.(key|value)|' + feed_forward,
                 feedforward_modules=feed_forward)}[method]
 
 
 @pytest.mark.parametrize('method', ['full', 'lora', 'adapters', 'prompt',
-                                    'prefix', 'peft lora', 'peft prompt',
-                                    'peft prefix', 'peft ia3'])
+                                    'prefix', 'peft lora', 'peft ia3'])
 def test_replayed_steps_train_as_eager_steps_do(method):
     def make_net():
         net = tiny_classifier().train()
