@@ -1,5 +1,5 @@
 """Prompt tuning and prefix tuning from scratch
-(chapter_finetuning_bert/prompts.md): checks and errors."""
+(chapter_finetuning_bert/prompt-tuning.md, prefix-tuning.md): checks and errors."""
 import pytest
 import torch
 from transformers import BertConfig, BertModel
