@@ -950,3 +950,140 @@ class MultiTaskClassifier(nn.Module):
     def forward(self, X, mask):
         H = self.encoder(input_ids=X, attention_mask=mask).last_hidden_state
         return self.heads[self.task](H[:, 0])
+
+# ---- qlora.md ----
+
+import importlib.util
+import math
+import os
+import tempfile
+import torch
+from torch import nn
+from torch.nn import functional as F
+from d2l import torch as d2l
+from transformers import BertConfig, BertModel
+
+
+def check_blocks(W, block_size):
+    """Clear errors for a weight that cannot be quantized in blocks."""
+    if W.dim() != 2:
+        raise ValueError(f'a weight of shape {tuple(W.shape)}: only 2-D '
+                         'weights (of linear layers) are quantized')
+    if W.numel() % block_size:
+        raise ValueError(f'a weight of {W.numel():,} numbers does not split '
+                         f'into blocks of {block_size}: choose a block size '
+                         f'that divides it')
+
+def quantize_blocks(W, levels, block_size=64):
+    """Indices (uint8) of the nearest of the sorted `levels` to each weight
+    of W divided by the absmax of its block, and the absmaxes."""
+    check_blocks(W, block_size)
+    blocks = W.detach().float().reshape(-1, block_size)
+    absmax = blocks.abs().amax(dim=1).clamp_min(1e-12)
+    midpoints = (levels[1:] + levels[:-1]) / 2
+    codes = torch.bucketize(blocks / absmax[:, None], midpoints.to(W.device))
+    return codes.to(torch.uint8).reshape(-1), absmax
+
+def dequantize_blocks(codes, absmax, levels, shape):
+    """The weights that `quantize_blocks` encoded."""
+    blocks = levels.to(codes.device)[codes.long()].reshape(len(absmax), -1)
+    return (blocks * absmax[:, None]).reshape(shape)
+
+
+def nf4_levels():
+    """The 16 NormalFloat levels: quantiles of the standard normal, 8
+    positive and 7 negative, with zero, scaled into [-1, 1]."""
+    delta = (1 - 1 / 30 + 1 - 1 / 32) / 2
+    normal = torch.distributions.Normal(0.0, 1.0)
+    positive = normal.icdf(torch.linspace(delta, 0.5, 9)[:-1].double())
+    negative = -normal.icdf(torch.linspace(delta, 0.5, 8)[:-1].double())
+    levels = torch.cat([negative, torch.zeros(1, dtype=torch.float64),
+                        positive]).sort().values
+    return (levels / levels.max()).float()
+
+INT4_LEVELS = torch.arange(-7, 8) / 7
+
+
+class NF4Linear(nn.Linear):
+    """A frozen linear layer whose weight is stored in NF4, in blocks of
+    `block_size`, with double-quantized absmaxes if `double_quant`."""
+    def __init__(self, linear, block_size=64, double_quant=True):
+        nn.Module.__init__(self)
+        W = linear.weight.detach()
+        self.in_features, self.out_features = linear.in_features, \
+            linear.out_features
+        self.block_size, self.double_quant = block_size, double_quant
+        codes, absmax = quantize_blocks(W, nf4_levels(), block_size)
+        self.register_buffer('packed', codes[0::2] << 4 | codes[1::2])
+        self.register_buffer('levels', nf4_levels().to(W.device))
+        if double_quant:
+            self.num_blocks = len(absmax)
+            offset = absmax.mean()
+            centered = F.pad(absmax - offset, (0, -len(absmax) % 256))
+            scale = centered.reshape(-1, 256).abs().amax(1).clamp_min(1e-12)
+            self.register_buffer('absmax_codes', torch.round(
+                centered.reshape(-1, 256) / scale[:, None] * 127).to(
+                    torch.int8))
+            self.register_buffer('absmax_scale', scale)
+            self.register_buffer('absmax_offset', offset)
+        else:
+            self.register_buffer('absmax', absmax)
+        self.bias = (None if linear.bias is None else
+                     nn.Parameter(linear.bias.detach(), requires_grad=False))
+
+    @property
+    def weight(self):
+        raise RuntimeError('an NF4Linear stores its weight in 4 bits and '
+                           'cannot take an update into it: dequantize() it, '
+                           'or keep the LoRA path separate (unmerged)')
+
+    def absmaxes(self):
+        if not self.double_quant:
+            return self.absmax
+        absmax = (self.absmax_codes.float() / 127 *
+                  self.absmax_scale[:, None]).reshape(-1)
+        return absmax[:self.num_blocks] + self.absmax_offset
+
+    def codes(self):
+        """The 4-bit codes, unpacked."""
+        return torch.stack([self.packed >> 4, self.packed & 15],
+                           dim=1).reshape(-1)
+
+    def dequantize(self, dtype=torch.float32):
+        W = dequantize_blocks(self.codes(), self.absmaxes(), self.levels,
+                              (self.out_features, self.in_features))
+        return W.to(dtype)
+
+    def forward(self, X):
+        return F.linear(X, self.dequantize(), self.bias)
+
+def quantize_linear_layers(net, double_quant=True, block_size=64):
+    """Replace every nn.Linear of the encoder of `net` by an NF4Linear."""
+    layers = [(name, m) for name, m in net.encoder.named_modules()
+              if type(m) is nn.Linear]
+    for _, m in layers:  # every check before any change
+        check_blocks(m.weight, block_size)
+    for name, m in layers:
+        parent, _, child = name.rpartition('.')
+        setattr(net.encoder.get_submodule(parent), child,
+                NF4Linear(m, block_size, double_quant))
+    return net
+
+def stored_bits(module):
+    """Bits per weight that the buffers of an NF4Linear take."""
+    return 8 * sum(b.numel() * b.element_size() for name, b in
+                   module.named_buffers() if name != 'levels') / (
+        module.in_features * module.out_features)
+
+
+def base_format(net):
+    """'nf4' if the encoder of `net` stores linear layers in NF4, else
+    'float'."""
+    return ('nf4' if any(isinstance(m, NF4Linear) for m in net.modules())
+            else 'float')
+
+def save_qlora(net, path, config):
+    d2lp.save_trained(net, path, dict(config, base=base_format(net)))
+
+def load_qlora(net, path, config):
+    d2lp.load_trained(net, path, dict(config, base=base_format(net)))

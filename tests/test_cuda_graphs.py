@@ -55,7 +55,8 @@ def peft_config(method):
 
 
 @pytest.mark.parametrize('method', ['full', 'lora', 'adapters', 'prompt',
-                                    'prefix', 'peft lora', 'peft ia3'])
+                                    'prefix', 'qlora', 'peft lora',
+                                    'peft ia3'])
 def test_replayed_steps_train_as_eager_steps_do(method):
     def make_net():
         net = tiny_classifier().train()
@@ -64,6 +65,9 @@ def test_replayed_steps_train_as_eager_steps_do(method):
             torch.manual_seed(2)
             net = d2lp.BERTClassifier(
                 get_peft_model(net.encoder, peft_config(method)), 2)
+        elif method == 'qlora':
+            d2lp.quantize_linear_layers(net, block_size=16)
+            d2lp.apply_lora(net, 4, 8, ['query', 'key', 'value', 'dense'])
         elif method == 'lora':
             d2lp.apply_lora(net, 4, 8)
         elif method == 'adapters':
