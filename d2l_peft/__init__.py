@@ -1087,3 +1087,123 @@ def save_qlora(net, path, config):
 
 def load_qlora(net, path, config):
     d2lp.load_trained(net, path, dict(config, base=base_format(net)))
+
+# ---- comparison.md ----
+
+import contextlib
+import torch
+from torch import nn
+from d2l import torch as d2l
+from IPython.utils import capture
+from peft import IA3Config, get_peft_model
+from transformers import BertConfig, BertModel
+
+
+def apply_bitfit(net, trainable=('output',)):
+    """Freeze `net` except the biases of its encoder and the modules named
+    in `trainable` (the head)."""
+    d2lp.check_fresh(net, trainable)
+    d2lp.prepare(net, 'BitFit', trainable)
+    for name, p in net.encoder.named_parameters():
+        if name.endswith('bias'):
+            p.requires_grad_(True)
+    return net
+
+
+ALL_LINEAR = ['query', 'key', 'value', 'dense']
+FEED_FORWARD = r'.*layer\.\d+\.output\.dense'
+
+def make_method(name, num_classes=2, seed=0, encoder=None):
+    """A fresh classifier prepared for method `name`, with the learning
+    rate and weight decay of its section."""
+    recipes = {  # what to do to the classifier, lr, weight decay
+        'classifier only': (lambda net: net.encoder.requires_grad_(False),
+                            1e-2, 0.01),
+        'full fine-tuning': (lambda net: None, 5e-5, 0.01),
+        'BitFit': (apply_bitfit, 1e-3, 0),
+        'LoRA query, value': (lambda net: d2lp.apply_lora(net, 8, 16),
+                              1e-3, 0.01),
+        'LoRA all linear': (lambda net: d2lp.apply_lora(
+            net, 8, 16, ALL_LINEAR), 1e-3, 0.01),
+        'QLoRA all linear': (lambda net: d2lp.apply_lora(
+            d2lp.quantize_linear_layers(net), 8, 16, ALL_LINEAR),
+                             1e-3, 0.01),
+        'adapters Houlsby': (lambda net: d2lp.apply_adapters(net, 64),
+                             1e-3, 0.01),
+        'adapters feed-forward': (lambda net: d2lp.apply_adapters(
+            net, 64, 'feed-forward'), 1e-3, 0.01),
+        'prompt tuning': (lambda net: d2lp.apply_prompt_tuning(net, 20),
+                          3e-2, 0),
+        'prefix tuning': (lambda net: d2lp.apply_prefix_tuning(net, 20),
+                          3e-2, 0),
+        'IA3 (PEFT)': (lambda net: setattr(net, 'encoder', get_peft_model(
+            net.encoder, IA3Config(
+                target_modules=r'.*\.(key|value)|' + FEED_FORWARD,
+                feedforward_modules=FEED_FORWARD))), 3e-3, 0.01)}
+    if name not in recipes:
+        raise ValueError(f'unknown method {name!r}; choose one of '
+                         f'{list(recipes)}')
+    prepare, lr, weight_decay = recipes[name]
+    torch.manual_seed(seed)
+    net = d2lp.BERTClassifier(encoder or d2lp.load_bert()[1], num_classes)
+    prepare(net)
+    return net, lr, weight_decay
+
+
+def run_methods(methods, seeds, train_iter, dev_iter, num_epochs,
+                num_classes):
+    """{method: [results of train_classifier, one per seed]}, trained
+    quietly."""
+    runs = {}
+    for name in methods:
+        runs[name] = []
+        for seed in seeds:
+            net, lr, weight_decay = make_method(name, num_classes, seed)
+            with capture.capture_output():  # no plots of 60 runs
+                runs[name].append(d2lp.train_classifier(
+                    net, train_iter, dev_iter, num_epochs, lr,
+                    weight_decay))
+    return runs
+
+def mean_sd(values):
+    """Mean and standard deviation (with n - 1) of a list of numbers."""
+    values = torch.tensor(values, dtype=torch.float64)
+    sd = values.std().item() if len(values) > 1 else float('nan')
+    return values.mean().item(), sd
+
+# ---- guidelines.md ----
+
+import torch
+from torch import nn
+from d2l import torch as d2l
+from IPython.utils import capture
+
+
+def cls_features(encoder, data_iter, device):
+    """The final [CLS] vectors of `encoder` for the examples of
+    `data_iter`, and their labels."""
+    encoder.to(device).eval()
+    data_iter.to(device)
+    features, labels = [], []
+    with torch.no_grad(), d2lp.autocast(device):
+        for X, mask, y in data_iter:
+            H = encoder(input_ids=X, attention_mask=mask).last_hidden_state
+            features.append(H[:, 0].float())
+            labels.append(y)
+    return torch.cat(features), torch.cat(labels)
+
+def linear_probe(train, test, num_classes, num_steps=300, lr=0.01):
+    """Test accuracy of a logistic regression trained on standardized
+    features with full-batch AdamW."""
+    (X, y), (X_test, y_test) = train, test
+    mean, std = X.mean(0), X.std(0) + 1e-6
+    probe = nn.Linear(X.shape[1], num_classes).to(X.device)
+    optimizer = torch.optim.AdamW(probe.parameters(), lr=lr,
+                                  weight_decay=0.01)
+    for _ in range(num_steps):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(probe((X - mean) / std), y).backward()
+        optimizer.step()
+    with torch.no_grad():
+        y_hat = probe((X_test - mean) / std).argmax(1)
+    return (y_hat == y_test).float().mean().item()
