@@ -74,14 +74,6 @@ def chapter_epoch(net, train_iter, dev_iter, lr):
     return result['sec_per_epoch'], time.perf_counter() - start
 
 
-def classifier(lora):
-    torch.manual_seed(0)
-    net = d2lp.BERTClassifier(d2lp.load_bert()[1], num_classes=2)
-    if lora:
-        d2lp.apply_lora(net, r=8, alpha=16)
-    return net
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--out', default=str(ROOT / 'benchmarks' /
@@ -96,14 +88,15 @@ def main():
     train_iter, dev_iter = d2lp.load_data_sst2(tokenizer, BATCH_SIZE,
                                                MAX_LEN)
     rows = []
-    for name, lora, lr in [('full fine-tuning', False, 5e-5),
-                           ('LoRA r=8 on query, value', True, 1e-3)]:
+    for name, classifier, lr in [
+            ('full fine-tuning', d2lp.pretrained_classifier, 5e-5),
+            ('LoRA r=8 on query, value',
+             lambda: d2lp.lora_classifier(8, alpha=16), 1e-3)]:
         print(name, flush=True)
-        plain = plain_epoch(classifier(lora), sentences, labels, tokenizer,
-                            lr, device)
+        plain = plain_epoch(classifier(), sentences, labels, tokenizer, lr,
+                            device)
         print(f'  plain loop: {plain:.1f} s', flush=True)
-        ours, call = chapter_epoch(classifier(lora), train_iter, dev_iter,
-                                   lr)
+        ours, call = chapter_epoch(classifier(), train_iter, dev_iter, lr)
         n = len(labels)
         rows.append(f'| {name} | {n / plain:,.0f} | {n / ours:,.0f} '
                     f'({call:.1f} s with evaluation and plot) | '

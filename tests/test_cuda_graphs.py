@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import d2l_peft as d2lp
-from test_library import Tokenizer, sentences, tiny_classifier
+from test_library import Tokenizer, sentences, small_run, tiny_classifier
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason='CUDA graphs need a GPU')
@@ -44,14 +44,13 @@ def trained(make_net, graphs, num_passes=3):
 
 def peft_config(method):
     from peft import IA3Config, LoraConfig
-    feed_forward = r'.*layer\.\d+\.output\.dense'
     # PEFT's prompt and prefix tuning copy from the CPU in every forward
     # pass, which cannot be recorded: they train with cuda_graphs=False.
     return {'peft lora': LoraConfig(r=4, lora_alpha=8,
                                     target_modules=['query', 'value']),
             'peft ia3': IA3Config(
-                target_modules=r'.*\.(key|value)|' + feed_forward,
-                feedforward_modules=feed_forward)}[method]
+                target_modules=r'.*\.(key|value)|' + d2lp.FEED_FORWARD,
+                feedforward_modules=d2lp.FEED_FORWARD)}[method]
 
 
 @pytest.mark.parametrize('method', ['full', 'lora', 'adapters', 'prompt',
@@ -67,7 +66,7 @@ def test_replayed_steps_train_as_eager_steps_do(method):
                 get_peft_model(net.encoder, peft_config(method)), 2)
         elif method == 'qlora':
             d2lp.quantize_linear_layers(net, block_size=16)
-            d2lp.apply_lora(net, 4, 8, ['query', 'key', 'value', 'dense'])
+            d2lp.apply_lora(net, 4, 8, d2lp.ALL_LINEAR)
         elif method == 'lora':
             d2lp.apply_lora(net, 4, 8)
         elif method == 'adapters':
@@ -85,17 +84,19 @@ def test_replayed_steps_train_as_eager_steps_do(method):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
 
 
+def gpu_run():
+    """Arguments of a tiny training run of three epochs on the GPU."""
+    return small_run(num_epochs=3, lr=1e-2, device=torch.device('cuda'))
+
+
 def test_train_classifier_replays_graphs_on_a_gpu(monkeypatch):
     monkeypatch.setenv('D2L_PEFT_SMOKE', '0')
-    data = d2lp.SentenceBatches(*sentences(96), Tokenizer(), 32, 16, True)
-    dev = d2lp.SentenceBatches(*sentences(64, seed=1), Tokenizer(), 32, 16,
-                               False)
     recorded = []
     record = d2lp.CUDAGraphs.record
     monkeypatch.setattr(d2lp.CUDAGraphs, 'record',
                         lambda self, *args: recorded.append(args[0])
                         or record(self, *args))
-    result = d2lp.train_classifier(tiny_classifier(), data, dev, 3, 1e-2)
+    result = d2lp.train_classifier(**gpu_run())
     assert result['peak_memory'] > 0 and recorded
     assert len(recorded) == len(set(recorded))  # one graph per shape
 
@@ -111,8 +112,5 @@ def test_float16_trains_step_by_step_with_a_gradient_scaler(monkeypatch):
     def record(*args):
         raise AssertionError('a step with a gradient scaler was recorded')
     monkeypatch.setattr(d2lp.CUDAGraphs, 'record', record)
-    data = d2lp.SentenceBatches(*sentences(96), Tokenizer(), 32, 16, True)
-    dev = d2lp.SentenceBatches(*sentences(64, seed=1), Tokenizer(), 32, 16,
-                               False)
-    result = d2lp.train_classifier(tiny_classifier(), data, dev, 3, 1e-2)
+    result = d2lp.train_classifier(**gpu_run())
     assert math.isfinite(result['loss']) and result['peak_memory'] > 0

@@ -64,7 +64,7 @@ def qlora_net(quantized=True):
     net = tiny_classifier()
     if quantized:
         d2lp.quantize_linear_layers(net, block_size=16)
-    d2lp.apply_lora(net, 2, 4, ['query', 'key', 'value', 'dense'])
+    d2lp.apply_lora(net, 2, 4, d2lp.ALL_LINEAR)
     for name, p in net.named_parameters():
         if name.endswith('.B'):
             nn.init.normal_(p)
