@@ -1,10 +1,16 @@
 # make chapter: set up .venv (once) and execute every section into build/
 # make test:    set up .venv (once) and run the tests
+# make book:     set up .book-venv (once) and build the web book into
+#                build/book/_build/html/ from the executed notebooks
+# make book-test: build the book and test it in Chromium
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+BOOK_PYTHON ?= python3.11
+BOOK_VENV := .book-venv
+BOOK_PY := $(BOOK_VENV)/bin/python
 
-.PHONY: chapter test library
+.PHONY: chapter test library book book-test
 
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,3 +27,14 @@ test: $(VENV)/.installed
 
 library: $(VENV)/.installed
 	$(PY) tools/chapter.py library
+
+$(BOOK_VENV)/.installed: book/requirements.txt book/constraints.txt
+	test -x $(BOOK_PY) || $(BOOK_PYTHON) -m venv $(BOOK_VENV)
+	$(BOOK_PY) -m pip install -q -r book/requirements.txt -c book/constraints.txt
+	touch $@
+
+book: $(BOOK_VENV)/.installed
+	$(BOOK_PY) book/build.py
+
+book-test: book
+	$(BOOK_PY) -m pytest book
