@@ -5,6 +5,7 @@
     python tools/chapter.py execute --into notebooks [NAME..]   # GPU only
     python tools/chapter.py refresh NAME..    # new prose, same code
     python tools/chapter.py readme            # README's tables, up to date
+    python tools/chapter.py execute --solutions [NAME..]   # solutions/*.md
 
 Without a GPU, `execute` runs the reduced mode (D2L_PEFT_SMOKE=1) and says so
 at the top of every notebook it writes. The tests import this file to check
@@ -19,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTER = ROOT / 'chapter_finetuning_bert'
+SOLUTIONS = ROOT / 'solutions'
 LIBRARY = ROOT / 'd2l_peft' / '__init__.py'
 GITHUB_REPO = 'd2l-peft/finetuning-bert'  # where Colab installs the library
 SAVE = '#@save'
@@ -32,6 +34,44 @@ def sections():
     names = [line.strip() for line in toc.splitlines()
              if line.strip() and not line.startswith(':')]
     return [CHAPTER / f'{name}.md' for name in names]
+
+
+def solutions():
+    """Paths of the solutions, solutions/<section>.md, in chapter order."""
+    return [SOLUTIONS / p.name for p in sections()
+            if (SOLUTIONS / p.name).exists()]
+
+
+def exercises(path):
+    """The exercises of a section: the items under its `## Exercises`, each
+    as one line of text."""
+    text = path.read_text().split('\n## Exercises\n', 1)
+    if len(text) < 2:
+        return []
+    items = re.split(r'^\d+\.\s', text[1].split('\n## ', 1)[0], flags=re.M)
+    return [' '.join(item.split()) for item in items[1:]]
+
+
+SOLUTION_KIND = re.compile(r'^\*Kind: (compute|implement|explain)\. Time: '
+                           r'about (\d+) minutes\. GPU: (yes|no)\.\*$', re.M)
+
+
+def solved(path):
+    """The solutions of a file, by exercise number: the exercise as quoted,
+    its kind, minutes and whether it needs a GPU (None where the line that
+    says so is missing)."""
+    parts = re.split(r'^## Exercise (\d+)\n', path.read_text(), flags=re.M)
+    found = {}
+    for number, body in zip(parts[1::2], parts[2::2]):
+        quote = ' '.join(line[1:].strip() for line in body.splitlines()
+                         if line.startswith('>'))
+        kind = SOLUTION_KIND.search(body)
+        found[int(number)] = {
+            'quote': ' '.join(quote.split()),
+            'kind': kind and kind.group(1),
+            'minutes': kind and int(kind.group(2)),
+            'gpu': kind and kind.group(3) == 'yes'}
+    return found
 
 
 def code_cells(path):
@@ -190,6 +230,31 @@ def readme_text():
     return text
 
 
+def exercises_table():
+    """The table of solutions/README.md: every exercise with its kind, the
+    minutes it takes and whether it needs a GPU."""
+    rows = ['| Section | Exercise | Kind | Time | GPU |',
+            '| --- | --- | --- | ---: | --- |']
+    for path in solutions():
+        for number, item in solved(path).items():
+            rows.append(f'| [{title(CHAPTER / path.name)}]({path.name}) | '
+                        f'{number} | '
+                        f"{item['kind']} | {item['minutes']} min | "
+                        f"{'yes' if item['gpu'] else 'no'} |")
+    return '\n'.join(rows)
+
+
+def solutions_readme_text():
+    """solutions/README.md with its table of exercises up to date."""
+    text = (SOLUTIONS / 'README.md').read_text()
+    pattern = r'(<!-- exercises -->\n).*?(<!-- /exercises -->)'
+    if not re.search(pattern, text, re.S):
+        sys.exit('solutions/README.md lacks the markers <!-- exercises --> '
+                 'and <!-- /exercises -->')
+    return re.sub(pattern, lambda m: m.group(1) + exercises_table() + '\n' +
+                  m.group(2), text, flags=re.S)
+
+
 def refresh(path, into):
     """Carry the prose of a source into its executed notebook, keeping the
     outputs: allowed only while every code cell is unchanged."""
@@ -211,9 +276,11 @@ def refresh(path, into):
     print(f'{out}: prose refreshed, outputs kept')
 
 
-def chosen_sections(names):
-    """The sections named in `names` (all of them if none), in toc order."""
-    paths = [p for p in sections() if not names or p.stem in names]
+def chosen_sections(names, of_solutions=False):
+    """The sections named in `names` (all of them if none), in toc order;
+    with `of_solutions`, their solutions."""
+    paths = [p for p in (solutions() if of_solutions else sections())
+             if not names or p.stem in names]
     unknown = set(names) - {p.stem for p in paths}
     if unknown:
         sys.exit(f'no such sections: {sorted(unknown)}')
@@ -226,11 +293,16 @@ def main():
     sub.add_parser('library', help='write d2l_peft/__init__.py')
     run = sub.add_parser('execute', help='execute sections into notebooks')
     run.add_argument('names', nargs='*', help='sections (default: all)')
-    run.add_argument('--into', default=str(ROOT / 'build' / 'notebooks'))
+    run.add_argument('--into', help='default: build/notebooks, or '
+                     'build/solutions with --solutions')
     prose = sub.add_parser('refresh', help="copy the sources' prose into "
                            'executed notebooks whose code is unchanged')
     prose.add_argument('names', nargs='+', help='sections')
-    prose.add_argument('--into', default=str(ROOT / 'notebooks'))
+    prose.add_argument('--into', help='default: notebooks, or '
+                       'solutions/notebooks with --solutions')
+    for command in (run, prose):
+        command.add_argument('--solutions', action='store_true',
+                             help="the sections' solutions, solutions/*.md")
     sub.add_parser('readme', help="update the README's tables of sections "
                    'and benchmark results')
     args = parser.parse_args()
@@ -241,23 +313,28 @@ def main():
         return
     if args.command == 'readme':
         (ROOT / 'README.md').write_text(readme_text())
+        (SOLUTIONS / 'README.md').write_text(solutions_readme_text())
         return
+    gpu_runs = SOLUTIONS / 'notebooks' if args.solutions else ROOT / \
+        'notebooks'
     if args.command == 'refresh':
-        for path in chosen_sections(args.names):
-            refresh(path, Path(args.into))
+        for path in chosen_sections(args.names, args.solutions):
+            refresh(path, Path(args.into or gpu_runs))
         return
     import torch
-    into = Path(args.into).resolve()
+    into = Path(args.into or ROOT / 'build' / (
+        'solutions' if args.solutions else 'notebooks')).resolve()
     reduced = (not torch.cuda.is_available()
                or os.environ.get('D2L_PEFT_SMOKE', '') not in ('', '0'))
-    if reduced and into == (ROOT / 'notebooks').resolve():
-        sys.exit('notebooks/ holds runs on a GPU; there is no GPU here.')
+    if reduced and into == gpu_runs.resolve():
+        sys.exit(f'{gpu_runs.relative_to(ROOT)}/ holds runs on a GPU; '
+                 'there is no GPU here.')
     if reduced:
         os.environ['D2L_PEFT_SMOKE'] = '1'
     # The kernels import d2l_peft from this checkout, installed or not.
     os.environ['PYTHONPATH'] = os.pathsep.join(
         filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))
-    for path in chosen_sections(args.names):
+    for path in chosen_sections(args.names, args.solutions):
         if '```python' in path.read_text():
             execute(path, into, reduced)
     if into == (ROOT / 'notebooks').resolve():
