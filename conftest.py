@@ -11,3 +11,21 @@ os.environ.setdefault('MPLBACKEND', 'Agg')
 os.environ['PYTHONPATH'] = os.pathsep.join(
     filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))
 sys.path[:0] = [str(ROOT), str(ROOT / 'tools')]
+
+
+def assert_full_gpu_run(committed, source, stale):
+    """`committed`, a notebook read from disk, is a full run of `source` on
+    a GPU: the same cells with the Colab cell first, every cell run, none
+    failed, not the reduced mode. `stale` says what to do if it is not."""
+    import json
+    import chapter
+    strip = lambda nb: [(c.cell_type, c.source) for c in nb.cells]
+    assert strip(committed) == strip(chapter.notebook(source)), stale
+    code = [c for c in committed.cells if c.cell_type == 'code']
+    assert code[0].source == chapter.colab_cell()
+    assert all(c.execution_count for c in code)
+    assert not [o for c in code for o in c.outputs
+                if o.output_type == 'error']
+    assert chapter.REDUCED_NOTE not in json.dumps(committed)
+    assert committed.metadata['d2l_peft']['gpu']
+    assert 'on cpu' not in json.dumps(committed)

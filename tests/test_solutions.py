@@ -1,12 +1,10 @@
 """Every exercise of the chapter has a solution in solutions/, and the
 solutions' notebooks and table match their sources."""
-import json
-
 import nbformat
 import pytest
 
 import chapter
-from conftest import ROOT
+from conftest import ROOT, assert_full_gpu_run
 
 SECTIONS_WITH_EXERCISES = [p for p in chapter.sections()
                            if chapter.exercises(p)]
@@ -84,16 +82,9 @@ def test_no_placeholder_is_left():
 def test_notebook_matches_its_source(solutions):
     committed = nbformat.read(NOTEBOOKS / f'{solutions.stem}.ipynb',
                               as_version=4)
-    strip = lambda nb: [(c.cell_type, c.source) for c in nb.cells]
-    assert strip(committed) == strip(chapter.notebook(solutions)), (
+    assert_full_gpu_run(committed, solutions, (
         f'solutions/notebooks/{solutions.stem}.ipynb is stale: execute '
-        'it again on a GPU (tools/chapter.py execute --solutions)')
-    code = [c for c in committed.cells if c.cell_type == 'code']
-    assert all(c.execution_count for c in code)
-    assert not [o for c in code for o in c.outputs
-                if o.output_type == 'error']
-    assert chapter.REDUCED_NOTE not in json.dumps(committed)
-    assert committed.metadata['d2l_peft']['gpu']
+        'it again on a GPU (tools/chapter.py execute --solutions)'))
 
 
 def test_every_notebook_has_its_source():

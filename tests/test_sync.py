@@ -1,13 +1,12 @@
 """The committed library, notebooks, bibliography and README match the
 chapter's sources."""
-import json
 import re
 
 import nbformat
 import pytest
 
 import chapter
-from conftest import ROOT
+from conftest import ROOT, assert_full_gpu_run
 
 NOTEBOOKS = sorted((ROOT / 'notebooks').glob('*.ipynb'))
 SECTIONS_WITH_CODE = [p for p in chapter.sections()
@@ -39,19 +38,8 @@ def test_every_section_with_code_has_its_notebook():
 def test_notebook_matches_its_source(section):
     committed = nbformat.read(ROOT / 'notebooks' / f'{section.stem}.ipynb',
                               as_version=4)
-    expected = chapter.notebook(section)
-    strip = lambda nb: [(c.cell_type, c.source) for c in nb.cells]
-    assert strip(committed) == strip(expected), (
-        f'notebooks/{section.stem}.ipynb is stale: re-execute it on a GPU')
-    code = [c for c in committed.cells if c.cell_type == 'code']
-    assert code[0].source == chapter.colab_cell()
-    # A full run on a GPU: every cell ran, none failed, not reduced.
-    assert all(c.execution_count for c in code)
-    assert not [o for c in code for o in c.outputs
-                if o.output_type == 'error']
-    assert chapter.REDUCED_NOTE not in json.dumps(committed)
-    assert committed.metadata['d2l_peft']['gpu']
-    assert 'on cpu' not in json.dumps(committed)
+    assert_full_gpu_run(committed, section, f'notebooks/{section.stem}.ipynb '
+                        'is stale: re-execute it on a GPU')
 
 
 def test_reduced_notebook_says_so():

@@ -213,21 +213,26 @@ def sections_table():
     return '\n'.join(rows)
 
 
-def readme_text():
-    """README.md with its generated blocks (the table of sections and the
-    benchmark's latest results) up to date."""
-    text = (ROOT / 'README.md').read_text()
-    blocks = {'sections': sections_table(),
-              'benchmark': (ROOT / 'benchmarks' / 'results.md'
-                            ).read_text().strip()}
+def with_blocks(path, blocks):
+    """The text of `path` with each generated block, between the markers
+    <!-- name --> and <!-- /name -->, replaced by blocks[name]."""
+    text = path.read_text()
     for name, block in blocks.items():
         pattern = rf'(<!-- {name} -->\n).*?(<!-- /{name} -->)'
         if not re.search(pattern, text, re.S):
-            sys.exit(f'README.md lacks the markers <!-- {name} --> and '
-                     f'<!-- /{name} -->')
+            sys.exit(f'{path.relative_to(ROOT)} lacks the markers '
+                     f'<!-- {name} --> and <!-- /{name} -->')
         text = re.sub(pattern, lambda m: m.group(1) + block + '\n' +
                       m.group(2), text, flags=re.S)
     return text
+
+
+def readme_text():
+    """README.md with its generated blocks (the table of sections and the
+    benchmark's latest results) up to date."""
+    return with_blocks(ROOT / 'README.md', {
+        'sections': sections_table(),
+        'benchmark': (ROOT / 'benchmarks' / 'results.md').read_text().strip()})
 
 
 def exercises_table():
@@ -246,13 +251,8 @@ def exercises_table():
 
 def solutions_readme_text():
     """solutions/README.md with its table of exercises up to date."""
-    text = (SOLUTIONS / 'README.md').read_text()
-    pattern = r'(<!-- exercises -->\n).*?(<!-- /exercises -->)'
-    if not re.search(pattern, text, re.S):
-        sys.exit('solutions/README.md lacks the markers <!-- exercises --> '
-                 'and <!-- /exercises -->')
-    return re.sub(pattern, lambda m: m.group(1) + exercises_table() + '\n' +
-                  m.group(2), text, flags=re.S)
+    return with_blocks(SOLUTIONS / 'README.md',
+                       {'exercises': exercises_table()})
 
 
 def refresh(path, into):
