@@ -8,11 +8,6 @@ from conftest import ROOT, assert_full_gpu_run
 
 SECTIONS_WITH_EXERCISES = [p for p in chapter.sections()
                            if chapter.exercises(p)]
-# Solutions drafted but not yet executed on a GPU (the session that wrote
-# them ran out of device time); the drafts wait on the branch
-# solutions-awaiting-gpu. Strict: once they land, these tests pass and
-# fail as XPASS until a section is taken off this list.
-AWAITING_GPU = {'comparison', 'guidelines'}
 NOTEBOOKS = ROOT / 'solutions' / 'notebooks'
 
 
@@ -38,11 +33,8 @@ def unsolved(section, solutions):
     return problems
 
 
-@pytest.mark.parametrize('section', [
-    pytest.param(p, marks=pytest.mark.xfail(
-        strict=True, reason='solutions await a GPU run'))
-    if p.stem in AWAITING_GPU else p for p in SECTIONS_WITH_EXERCISES],
-    ids=lambda p: p.stem)
+@pytest.mark.parametrize('section', SECTIONS_WITH_EXERCISES,
+                         ids=lambda p: p.stem)
 def test_every_exercise_has_its_solution(section):
     problems = unsolved(section, chapter.SOLUTIONS / section.name)
     assert not problems, f'solutions/{section.name}: {problems}'
