@@ -106,6 +106,21 @@ def test_refresh_keeps_outputs_and_refuses_changed_code(tmp_path):
         chapter.refresh(source, tmp_path)
 
 
+def test_a_fork_changes_one_line(tmp_path, monkeypatch):
+    """A new GITHUB_REPO reaches the install cell of an executed notebook
+    by refresh, with no re-execution, and the notebook stays valid."""
+    monkeypatch.setattr(chapter, 'GITHUB_REPO', 'someone/fork')
+    section = SECTIONS_WITH_CODE[0]
+    committed = ROOT / 'notebooks' / f'{section.stem}.ipynb'
+    (tmp_path / committed.name).write_bytes(committed.read_bytes())
+    chapter.refresh(section, tmp_path)
+    refreshed = nbformat.read(tmp_path / committed.name, as_version=4)
+    assert 'github.com/someone/fork' in chapter.colab_cell()
+    assert_full_gpu_run(refreshed, section, 'refresh broke the notebook')
+    assert ('colab.research.google.com/github/someone/fork/blob/main/'
+            f'notebooks/{section.stem}.ipynb') in chapter.sections_table()
+
+
 @pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_records_its_gpu_and_time(path):
     run = nbformat.read(path, as_version=4).metadata['d2l_peft']

@@ -3,7 +3,8 @@
     python tools/chapter.py library           # write d2l_peft/__init__.py
     python tools/chapter.py execute [NAME..]  # into build/notebooks
     python tools/chapter.py execute --into notebooks [NAME..]   # GPU only
-    python tools/chapter.py refresh NAME..    # new prose, same code
+    python tools/chapter.py refresh [NAME..]  # new prose or GITHUB_REPO,
+                                              # same code
     python tools/chapter.py readme            # README's tables, up to date
     python tools/chapter.py execute --solutions [NAME..]   # solutions/*.md
 
@@ -127,10 +128,13 @@ def requirement(name):
 
 
 def colab_cell():
-    """The first code cell of every notebook: installs what Colab lacks."""
+    """The first code cell of every notebook: installs what Colab lacks.
+    torch is Colab's own; transformers and peft are pinned because the
+    chapter's prefix attention and its checks of PEFT follow those
+    versions; bitsandbytes gives the QLoRA section its CUDA kernels."""
     return (
         '# Colab lacks some packages that this chapter uses: install them '
-        'there,\n# and only there.\n'
+        'there,\n# and only there (torch stays Colab\'s own).\n'
         'import sys\n'
         "if 'google.colab' in sys.modules:\n"
         '    import subprocess\n'
@@ -140,6 +144,7 @@ def colab_cell():
         '\n                   check=True)\n'
         f"    subprocess.run(pip + ['{requirement('transformers')}', "
         f"'{requirement('peft')}',\n"
+        f"                          '{requirement('bitsandbytes')}',\n"
         f"                          'git+https://github.com/{GITHUB_REPO}'],"
         '\n                   check=True)')
 
@@ -256,13 +261,15 @@ def solutions_readme_text():
 
 
 def refresh(path, into):
-    """Carry the prose of a source into its executed notebook, keeping the
-    outputs: allowed only while every code cell is unchanged."""
+    """Carry the prose of a source, and the Colab cell as `colab_cell`
+    writes it now, into its executed notebook, keeping the outputs:
+    allowed only while every other code cell is unchanged."""
     import nbformat
     out = into / f'{path.stem}.ipynb'
     executed, nb = nbformat.read(out, as_version=4), notebook(path)
     code = lambda book: [c for c in book.cells if c.cell_type == 'code']
-    if [c.source for c in code(executed)] != [c.source for c in code(nb)]:
+    if [c.source for c in code(executed)][1:] != [c.source for c in
+                                                  code(nb)][1:]:
         sys.exit(f'{path.name}: code changed since {out} was executed; '
                  'execute it again')
     for old, new in zip(code(executed), code(nb)):
@@ -297,7 +304,7 @@ def main():
                      'build/solutions with --solutions')
     prose = sub.add_parser('refresh', help="copy the sources' prose into "
                            'executed notebooks whose code is unchanged')
-    prose.add_argument('names', nargs='+', help='sections')
+    prose.add_argument('names', nargs='*', help='sections (default: all)')
     prose.add_argument('--into', help='default: notebooks, or '
                        'solutions/notebooks with --solutions')
     for command in (run, prose):
@@ -319,7 +326,10 @@ def main():
         'notebooks'
     if args.command == 'refresh':
         for path in chosen_sections(args.names, args.solutions):
-            refresh(path, Path(args.into or gpu_runs))
+            if '```python' in path.read_text():
+                refresh(path, Path(args.into or gpu_runs))
+        if not args.into:
+            (ROOT / 'README.md').write_text(readme_text())
         return
     import torch
     into = Path(args.into or ROOT / 'build' / (
