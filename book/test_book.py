@@ -47,6 +47,12 @@ PAGE_STATE = """() => {
     links: [...document.querySelectorAll('a[href]')].map(a => a.href),
     ids: [...document.querySelectorAll('[id], a[name]')].map(
         e => e.id || e.name),
+    clipped: [...document.querySelectorAll('.page-content pre')].filter(
+        e => e.scrollWidth > e.clientWidth + 1).map(
+        e => e.textContent.split('\\n').reduce(
+            (a, b) => b.length > a.length ? b : a, '')),
+    height: Math.max(...[document.body, ...document.querySelectorAll(
+        '.mdl-layout__content')].map(e => e.scrollHeight)),
   };
 }"""
 
@@ -101,8 +107,10 @@ def visit(browser, base, path, screenshot=None):
     if page.evaluate('() => !!(window.MathJax && MathJax.startup)'):
         page.evaluate('() => MathJax.startup.promise')
     state = page.evaluate(PAGE_STATE)
-    if screenshot:
+    if screenshot:  # the whole page: the theme scrolls an inner box
         screenshot.parent.mkdir(parents=True, exist_ok=True)
+        page.set_viewport_size({'width': 1280,
+                                'height': min(state['height'], 30_000)})
         page.screenshot(path=str(screenshot))
     context.close()
     return state, problems
@@ -119,6 +127,8 @@ def page_problems(state, problems):
                  for text in state['unresolved']]
     problems += [f'markup left: {m.group()}'
                  for m in LEFTOVER_MARKUP.finditer(state['text'])]
+    problems += [f'clipped, wider than the column: {line.strip()[:60]}'
+                 for line in state['clipped']]
     return problems
 
 
@@ -206,6 +216,8 @@ BROKEN_PAGE = """<!DOCTYPE html><html><head>
 <img src="missing.png">
 <a href="other.html">a missing page</a> <a href="#nowhere">a missing anchor</a>
 <span class="xref std std-ref">sec_nowhere</span>
+<div class="page-content" style="width: 300px"><pre>xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx a line
+far wider than its column</pre></div>
 <script>undefinedFunction();</script>
 </body></html>"""
 
@@ -218,7 +230,8 @@ def test_checks_fail_on_a_broken_page(browser, tmp_path):
                      'JavaScript error', 'image not loaded',
                      'markup left: :numref:', 'unresolved reference',
                      'link to missing other.html',
-                     'link to missing index.html#nowhere']:
+                     'link to missing index.html#nowhere',
+                     'clipped, wider than the column: ' + 'x' * 60]:
         assert expected in found
 
 
