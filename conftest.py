@@ -12,6 +12,12 @@ os.environ['PYTHONPATH'] = os.pathsep.join(
     filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))
 sys.path[:0] = [str(ROOT), str(ROOT / 'tools')]
 
+import chapter  # noqa: E402
+import nbval.kernel  # noqa: E402
+
+# nbval's kernels talk over local sockets too: no warnings about TCP.
+nbval.kernel.KernelManager = chapter.local_kernel_manager()
+
 
 def assert_full_gpu_run(committed, source, stale):
     """`committed`, a notebook read from disk, is a full run of `source` on

@@ -170,6 +170,27 @@ def notebook(path, reduced=False):
     return nb
 
 
+def local_kernel_manager():
+    """Jupyter's kernel manager, talking to its kernel over local (IPC)
+    sockets instead of TCP, so that no kernel warns of unencrypted
+    traffic."""
+    import tempfile
+    import uuid
+    import jupyter_client
+    from traitlets import default
+
+    class LocalKernelManager(jupyter_client.KernelManager):
+        @default('transport')
+        def _default_transport(self):
+            return 'ipc'
+
+        @default('ip')  # an absolute path: the kernel may run elsewhere
+        def _default_ip(self):
+            return str(Path(tempfile.gettempdir()) /
+                       f'kernel-{uuid.uuid4().hex}-ipc')
+    return LocalKernelManager
+
+
 def execute(path, into, reduced):
     """Execute a section into `into`; its metadata records the GPU it ran
     on and the seconds it took."""
@@ -180,6 +201,7 @@ def execute(path, into, reduced):
     into.mkdir(parents=True, exist_ok=True)
     start = time.time()
     nbclient.NotebookClient(nb, kernel_name='python3', timeout=1800,
+                            kernel_manager_class=local_kernel_manager(),
                             resources={'metadata': {'path': str(into)}}
                             ).execute()
     seconds = round(time.time() - start)
