@@ -38,3 +38,21 @@ book: $(BOOK_VENV)/.installed
 
 book-test: book
 	$(BOOK_PY) -m pytest book
+
+# make assignments: set up .venv and assignments/.venv (nbgrader, once),
+# check that the assignments' source notebooks match the library, then
+# generate the student versions with nbgrader and autograde the reference,
+# untouched and wrong solutions (assignments/README.md)
+ASSIGN_VENV := assignments/.venv
+ASSIGN_PY := $(ASSIGN_VENV)/bin/python
+
+.PHONY: assignments
+
+$(ASSIGN_VENV)/.installed: assignments/requirements.txt assignments/constraints.txt
+	test -x $(ASSIGN_PY) || $(PYTHON) -m venv $(ASSIGN_VENV)
+	$(ASSIGN_PY) -m pip install -q -r assignments/requirements.txt -c assignments/constraints.txt
+	touch $@
+
+assignments: $(VENV)/.installed $(ASSIGN_VENV)/.installed
+	$(PY) assignments/build.py --check
+	$(ASSIGN_PY) assignments/check.py --kernel-python $(PY)
