@@ -17,8 +17,9 @@ blocks. The first line of a code block may be a directive:
 
 Any other code block is a read-only cell. The reference solution is the
 chapter's own `#@save` code, read from `d2l_peft/__init__.py` (generated
-from the sections) at build time, so the two cannot drift apart; the
-library is parsed, not imported, so the build needs no torch.
+from the sections; and `d2l_peft/resources.py`) at build time, so the two
+cannot drift apart; the library is parsed, not imported, so the build needs
+no torch.
 """
 import argparse
 import ast
@@ -32,13 +33,20 @@ import nbformat
 
 ROOT = pathlib.Path(__file__).resolve().parent
 LIBRARY = ROOT.parent / 'd2l_peft' / '__init__.py'
+RESOURCES = ROOT.parent / 'd2l_peft' / 'resources.py'  # its names too
 ORDER = ['lora', 'adapters', 'nf4', 'bitfit', 'save-load']
 
 
-def library_definitions(path=LIBRARY):
+def library_definitions(paths=(RESOURCES, LIBRARY)):
     """Source of each top-level function, class and constant of the
     library, by name (the last definition wins), in the library's order."""
-    source = path.read_text()
+    defs = {}
+    for path in paths:
+        defs.update(definitions(path.read_text()))
+    return defs
+
+
+def definitions(source):
     defs = {}
     for node in ast.parse(source).body:
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
