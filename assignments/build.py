@@ -34,7 +34,7 @@ import nbformat
 ROOT = pathlib.Path(__file__).resolve().parent
 LIBRARY = ROOT.parent / 'd2l_peft' / '__init__.py'
 RESOURCES = ROOT.parent / 'd2l_peft' / 'resources.py'  # its names too
-ORDER = ['lora', 'adapters', 'nf4', 'bitfit', 'save-load']
+ORDER = ['lora', 'adapters', 'prompt-tuning', 'nf4', 'bitfit', 'save-load']
 
 
 def library_definitions(paths=(RESOURCES, LIBRARY)):

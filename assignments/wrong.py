@@ -53,3 +53,17 @@ WRONG += [
                    "frozen_fingerprint(net))", 'differ = []')],
          breaks=['save-base']),
 ]
+
+WRONG += [
+    dict(assignment='prompt-tuning', name='prompt-first',
+         why='puts the prompt before [CLS], where the classifier reads',
+         replace=[('E = torch.cat([E[:, :1], self.prompt.expand(b, -1, -1), '
+                   'E[:, 1:]], 1)',
+                   'E = torch.cat([self.prompt.expand(b, -1, -1), E], 1)'),
+                  ('mask = torch.cat([attention_mask[:, :1], '
+                   'attention_mask.new_ones(b, k),\n'
+                   '                          attention_mask[:, 1:]], 1)',
+                   'mask = torch.cat([attention_mask.new_ones(b, k), '
+                   'attention_mask], 1)')],
+         breaks=['prompt-forward']),
+]
