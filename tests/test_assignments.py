@@ -3,17 +3,26 @@ chapter's library, each part has a stub and a test with points, every wrong
 solution still applies, and grading without nbgrader (assignments/grade.py)
 gives the reference full marks and a wrong solution the points it should.
 `make assignments` checks the same with nbgrader, for every assignment."""
+import importlib.util
 import pathlib
-import sys
 
 import nbformat
 import pytest
 
 ASSIGNMENTS = pathlib.Path(__file__).resolve().parents[1] / 'assignments'
-sys.path.insert(0, str(ASSIGNMENTS))
-import build  # noqa: E402
-import grade  # noqa: E402
-import wrong  # noqa: E402
+
+
+def load(name):
+    """assignments/NAME.py as a module (named so that it clashes with
+    nothing, such as the checkout's build/ folder)."""
+    spec = importlib.util.spec_from_file_location(
+        f'assignments_{name}', ASSIGNMENTS / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+build, grade, wrong = load('build'), load('grade'), load('wrong')
 
 
 def source(name):
