@@ -173,7 +173,7 @@ def build(name, defs):
     needed, todo = [], set().union(*map(used_names, codes))
     while todo:
         name_ = todo.pop()
-        if (name_ in needed or name_ in defined or name_ == 'd2lp'
+        if (name_ in needed or name_ in defined
                 or hasattr(builtins, name_)):
             continue
         if name_ not in defs:
