@@ -105,10 +105,11 @@ def download(url, path, sha256):
     except OSError as e:
         part.unlink(missing_ok=True)
         raise ConnectionError(
-            f'could not download {url} ({e}). Offline? Put a copy of the '
-            'data in a folder and set D2L_PEFT_DATA to it (it must hold '
-            'SST-2/train.tsv, SST-2/dev.tsv and TREC/*.label, as in '
-            "shared/data).") from e
+            f'could not download {url} ({e}). Offline? Copy the data into '
+            'a folder of your own, for example ~/d2l-peft-data, holding '
+            'SST-2/train.tsv, SST-2/dev.tsv, TREC/train_5500.label and '
+            'TREC/TREC_10.label, and set D2L_PEFT_DATA to that folder.'
+            ) from e
     try:
         check_sha256(part, sha256, f'The download from {url} is corrupted; '
                      'run again to retry it.')

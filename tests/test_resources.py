@@ -80,6 +80,8 @@ def test_offline_error_names_url_and_variable(monkeypatch, tmp_path):
     with pytest.raises(ConnectionError) as e:
         res.load_sst2('train')
     assert url in str(e.value) and 'D2L_PEFT_DATA' in str(e.value)
+    assert 'TREC/TREC_10.label' in str(e.value)
+    assert 'shared' not in str(e.value)  # a reader has no shared/
 
 
 def write_local_copy(folder, files):
