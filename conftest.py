@@ -7,6 +7,9 @@ ROOT = Path(__file__).resolve().parent
 os.environ['D2L_PEFT_SMOKE'] = '1'
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('MPLBACKEND', 'Agg')
+# One thread for torch in each test worker and each notebook's kernel: the
+# workers share the cores, and more threads would only fight for them.
+os.environ.setdefault('OMP_NUM_THREADS', '1')
 # nbval's kernels and these tests import d2l_peft from this checkout.
 os.environ['PYTHONPATH'] = os.pathsep.join(
     filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))
