@@ -20,9 +20,6 @@ WRONG = [
                    '        self.merged = True',
                    'self.linear.weight.data += self.delta()')],
          breaks=['lora-merge']),
-]
-
-WRONG += [
     dict(assignment='adapters', name='no-residual',
          why='the adapter forgets the residual connection',
          replace=[('return H + self.up(torch.relu(self.down(H)))',
@@ -52,9 +49,6 @@ WRONG += [
          replace=[("differ = base_differences(saved['base'], "
                    "frozen_fingerprint(net))", 'differ = []')],
          breaks=['save-base']),
-]
-
-WRONG += [
     dict(assignment='prompt-tuning', name='prompt-first',
          why='puts the prompt before [CLS], where the classifier reads',
          replace=[('E = torch.cat([E[:, :1], self.prompt.expand(b, -1, -1), '
