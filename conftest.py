@@ -21,8 +21,12 @@ try:
     import nbval.kernel
 except ImportError:  # a machine that runs the unit tests only
     pass
-else:  # nbval's kernels talk over local sockets: no warnings about TCP
-    nbval.kernel.KernelManager = chapter.local_kernel_manager()
+else:  # nbval's kernels talk over local sockets: no warnings about TCP;
+    # each is forked from a server that imported these modules once.
+    nbval.kernel.KernelManager = chapter.local_kernel_manager(preload=[
+        'torch', 'torchvision', 'transformers', 'peft',
+        'transformers.models.bert.modeling_bert', 'd2l.torch',
+        'ipykernel.kernelapp'])
 
 
 def assert_full_gpu_run(committed, source, stale):

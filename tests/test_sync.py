@@ -1,6 +1,8 @@
 """The committed library, notebooks, bibliography and README match the
 chapter's sources."""
+import os
 import re
+import time
 
 import nbformat
 import pytest
@@ -143,3 +145,37 @@ def test_execute_records_gpu_and_seconds(tmp_path):
     assert run['gpu'] is None and isinstance(run['seconds'], int)
     assert nb.cells[0].source == chapter.REDUCED_NOTE
     assert nb.cells[-1].outputs[0]['text'] == '42\n'
+
+
+def test_forked_kernel_runs_in_its_cwd_and_env_and_can_be_interrupted(
+        tmp_path):
+    """nbval's kernels are forked from a server that preloaded modules:
+    each runs in the directory and environment it was started with, and an
+    interrupt (nbval's timeout) stops the cell that runs."""
+    manager = chapter.local_kernel_manager(preload=['wave'])(
+        kernel_name='python3')
+    manager.start_kernel(cwd=str(tmp_path),
+                         env={**os.environ, 'FORKED_KERNEL_TEST': 'yes'})
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        outputs = []
+        reply = client.execute_interactive(
+            "import os, sys; print(os.getcwd(), os.environ"
+            "['FORKED_KERNEL_TEST'], 'wave' in sys.modules)", timeout=60,
+            output_hook=lambda msg: outputs.append(
+                msg['content'].get('text', '')))
+        assert reply['content']['status'] == 'ok'
+        assert ''.join(outputs).split() == [str(tmp_path), 'yes', 'True']
+        assert manager.provisioner.pid != os.getpid()
+        msg_id = client.execute('import time; time.sleep(60)')
+        time.sleep(1)
+        manager.interrupt_kernel()
+        reply = client.get_shell_msg(timeout=20)
+        assert reply['parent_header']['msg_id'] == msg_id
+        assert reply['content']['ename'] == 'KeyboardInterrupt'
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    assert not manager.is_alive()
