@@ -23,10 +23,8 @@ except ImportError:  # a machine that runs the unit tests only
     pass
 else:  # nbval's kernels talk over local sockets: no warnings about TCP;
     # each is forked from a server that imported these modules once.
-    nbval.kernel.KernelManager = chapter.local_kernel_manager(preload=[
-        'torch', 'torchvision', 'transformers', 'peft',
-        'transformers.models.bert.modeling_bert', 'd2l.torch',
-        'ipykernel.kernelapp'])
+    nbval.kernel.KernelManager = chapter.local_kernel_manager(
+        chapter.PRELOAD)
 
 
 def assert_full_gpu_run(committed, source, stale):

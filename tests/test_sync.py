@@ -150,9 +150,10 @@ def test_execute_records_gpu_and_seconds(tmp_path):
 def test_forked_kernel_runs_in_its_cwd_and_env_and_can_be_interrupted(
         tmp_path):
     """nbval's kernels are forked from a server that preloaded modules:
-    each runs in the directory and environment it was started with, and an
-    interrupt (nbval's timeout) stops the cell that runs."""
-    manager = chapter.local_kernel_manager(preload=['wave'])(
+    each runs in the directory and environment it was started with, ends
+    with the process that started it, and an interrupt (nbval's timeout)
+    stops the cell that runs."""
+    manager = chapter.local_kernel_manager(chapter.PRELOAD)(
         kernel_name='python3')
     manager.start_kernel(cwd=str(tmp_path),
                          env={**os.environ, 'FORKED_KERNEL_TEST': 'yes'})
@@ -163,12 +164,15 @@ def test_forked_kernel_runs_in_its_cwd_and_env_and_can_be_interrupted(
         outputs = []
         reply = client.execute_interactive(
             "import os, sys; print(os.getcwd(), os.environ"
-            "['FORKED_KERNEL_TEST'], 'wave' in sys.modules)", timeout=60,
+            "['FORKED_KERNEL_TEST'], os.environ['JPY_PARENT_PID'], "
+            "os.getppid(), 'torch' in sys.modules)", timeout=60,
             output_hook=lambda msg: outputs.append(
                 msg['content'].get('text', '')))
         assert reply['content']['status'] == 'ok'
-        assert ''.join(outputs).split() == [str(tmp_path), 'yes', 'True']
-        assert manager.provisioner.pid != os.getpid()
+        cwd, value, parent, forked_by, torch = ''.join(outputs).split()
+        assert (cwd, value, parent, torch) == (
+            str(tmp_path), 'yes', str(os.getpid()), 'True')
+        assert forked_by != str(os.getpid())  # the server's child, not ours
         msg_id = client.execute('import time; time.sleep(60)')
         time.sleep(1)
         manager.interrupt_kernel()

@@ -26,6 +26,11 @@ LIBRARY = ROOT / 'd2l_peft' / '__init__.py'
 GITHUB_REPO = 'd2l-peft/finetuning-bert'  # where Colab installs the library
 SAVE = '#@save'
 SKIPPED_IMPORT = 'import d2l_peft as d2lp'  # the library is that module
+# What the tests' kernels, and those of reduced runs, are forked with
+# (`local_kernel_manager`): imported once instead of in every kernel. Not
+# ipykernel, whose settings read the kernel's environment when imported.
+PRELOAD = ['torch', 'torchvision', 'transformers', 'peft',
+           'transformers.models.bert.modeling_bert', 'd2l.torch']
 
 
 def sections():
@@ -214,10 +219,12 @@ class ForkedKernel:
         import multiprocessing.forkserver
         context = multiprocessing.get_context('forkserver')
         context.set_forkserver_preload(list(preload))
+        from chapter import run_kernel  # by name, also from the script
         stderr = getattr(kw.get('stderr'), 'name', None)
+        env = dict(kw.get('env') or os.environ)
+        env['JPY_PARENT_PID'] = str(os.getpid())  # it ends when we end
         self.process = context.Process(target=run_kernel, daemon=False, args=(
-            argv, dict(kw.get('env') or os.environ),
-            str(kw.get('cwd') or os.getcwd()), stderr))
+            argv, env, str(kw.get('cwd') or os.getcwd()), stderr))
         self.process.start()
         self.pid = self.process.pid
 
@@ -245,6 +252,7 @@ class ForkedKernel:
 def run_kernel(argv, env, cwd, stderr):
     """Become the kernel that `python -m ipykernel_launcher *argv` would
     start, in `env` and `cwd`, writing its stderr to the path `stderr`."""
+    os.setsid()  # a session of its own, as jupyter_client starts kernels
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
@@ -266,7 +274,8 @@ def execute(path, into, reduced):
     into.mkdir(parents=True, exist_ok=True)
     start = time.time()
     nbclient.NotebookClient(nb, kernel_name='python3', timeout=1800,
-                            kernel_manager_class=local_kernel_manager(),
+                            kernel_manager_class=local_kernel_manager(
+                                PRELOAD if reduced else ()),
                             resources={'metadata': {'path': str(into)}}
                             ).execute()
     seconds = round(time.time() - start)
