@@ -379,6 +379,14 @@ def refresh(path, into):
     print(f'{out}: prose refreshed, outputs kept')
 
 
+def write_library():
+    """Write the library from the sources, only where it changed: no
+    rewrite while kernels import it."""
+    text = library_text()
+    if LIBRARY.read_text() != text:
+        LIBRARY.write_text(text)
+
+
 def chosen_sections(names, of_solutions=False):
     """The sections named in `names` (all of them if none), in toc order;
     with `of_solutions`, their solutions."""
@@ -409,9 +417,7 @@ def main():
     sub.add_parser('readme', help="update the README's tables of sections "
                    'and benchmark results')
     args = parser.parse_args()
-    text = library_text()
-    if LIBRARY.read_text() != text:  # no rewrite while kernels import it
-        LIBRARY.write_text(text)
+    write_library()
     if args.command == 'library':
         return
     if args.command == 'readme':

@@ -102,12 +102,12 @@ def main():
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / 'tools'))
     import chapter
-    known = {path.stem for path in chapter.sections()}
-    unknown = [job for job in args.jobs if split(job)[1] not in known]
-    if unknown:
-        sys.exit(f'unknown sections {unknown}; choose among {sorted(known)}')
-    if chapter.LIBRARY.read_text() != chapter.library_text():
-        chapter.LIBRARY.write_text(chapter.library_text())  # once, not racing
+    for of_solutions in (False, True):  # exits on an unknown name
+        names = [name for solution, name in map(split, args.jobs)
+                 if solution == of_solutions]
+        if names:
+            chapter.chosen_sections(names, of_solutions)
+    chapter.write_library()  # once here, not by every run at once
     if args.gpus:
         gpus = [int(gpu) for gpu in args.gpus.split(',')]
     else:
