@@ -216,7 +216,6 @@ class ForkedKernel:
 
     def __init__(self, preload, argv, kw):
         import multiprocessing
-        import multiprocessing.forkserver
         context = multiprocessing.get_context('forkserver')
         context.set_forkserver_preload(list(preload))
         from chapter import run_kernel  # by name, also from the script
@@ -227,10 +226,6 @@ class ForkedKernel:
             argv, env, str(kw.get('cwd') or os.getcwd()), stderr))
         self.process.start()
         self.pid = self.process.pid
-
-    @property
-    def returncode(self):
-        return self.process.exitcode
 
     def poll(self):
         return self.process.exitcode
