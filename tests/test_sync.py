@@ -183,3 +183,13 @@ def test_forked_kernel_runs_in_its_cwd_and_env_and_can_be_interrupted(
         client.stop_channels()
         manager.shutdown_kernel(now=True)
     assert not manager.is_alive()
+
+
+@pytest.mark.parametrize('path', [*chapter.CHAPTER.glob('*.md'),
+                                  ROOT / 'README.md'], ids=lambda p: p.name)
+def test_no_placeholder_is_left(path):
+    """A `<!-- GPU: ... -->` marker stands for a number that a GPU run
+    must give: none may reach main."""
+    assert '<!-- GPU' not in path.read_text(), (
+        f'{path.name} still waits for numbers from a GPU run: read them '
+        'from the executed notebooks and replace its <!-- GPU: --> markers')
