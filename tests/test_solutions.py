@@ -63,12 +63,6 @@ def test_no_solutions_without_a_section():
             if p.name != 'README.md'} <= names
 
 
-def test_no_placeholder_is_left():
-    for path in chapter.solutions():
-        text = path.read_text()
-        assert '<!-- GPU' not in text and 'TODO' not in text, path.name
-
-
 @pytest.mark.parametrize('solutions', chapter.solutions(),
                          ids=lambda p: p.stem)
 def test_notebook_matches_its_source(solutions):
