@@ -147,6 +147,21 @@ def test_execute_records_gpu_and_seconds(tmp_path):
     assert nb.cells[-1].outputs[0]['text'] == '42\n'
 
 
+def test_reduced_run_keeps_its_plots(tmp_path, monkeypatch):
+    """A reduced run's kernel is forked from a server that imported
+    matplotlib before any kernel existed; its plots still reach the
+    notebook, as a kernel started afresh draws them."""
+    monkeypatch.delenv('MPLBACKEND')  # as `chapter.py execute` runs
+    section = tmp_path / 'plot.md'
+    section.write_text('# Plot\n\n```python\nfrom d2l import torch as d2l\n'
+                       'd2l.plot([1, 2], [[3, 4]])\n```\n')
+    chapter.execute(section, tmp_path / 'out', reduced=True)
+    nb = nbformat.read(tmp_path / 'out' / 'plot.ipynb', as_version=4)
+    assert [o['output_type'] for o in nb.cells[-1].outputs] == [
+        'display_data']
+    assert 'image/svg+xml' in nb.cells[-1].outputs[0]['data']
+
+
 def test_forked_kernel_runs_in_its_cwd_and_env_and_can_be_interrupted(
         tmp_path):
     """nbval's kernels are forked from a server that preloaded modules:

@@ -255,6 +255,11 @@ def run_kernel(argv, env, cwd, stderr):
     if stderr:
         with open(stderr, 'w') as f:
             os.dup2(f.fileno(), 2)
+    if 'matplotlib' in sys.modules and not os.environ.get('MPLBACKEND'):
+        # Preloaded before the kernel existed, matplotlib would draw into no
+        # window and the notebook lose its plots: ask for what a kernel
+        # started afresh gets, the inline backend.
+        argv = [*argv, '--matplotlib=inline']
     from ipykernel import kernelapp
     kernelapp.launch_new_instance(argv=argv)
 
